@@ -1,0 +1,27 @@
+"""gammalens — how attention decays with query–key distance, measured exactly, with receipts.
+
+``import gammalens`` stays light: torch and transformers load only when a measurement runs.
+
+>>> import gammalens
+>>> result = gammalens.measure("minilm", context=128, windows=4)   # doctest: +SKIP
+>>> result.to_pandas().query("scope == 'model'")[["gamma", "gamma_ci_low", "gamma_ci_high"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gammalens.errors import GammalensError
+
+if TYPE_CHECKING:
+    from gammalens.measure import MeasureResult
+
+__version__ = "0.1.0"
+__all__ = ["GammalensError", "__version__", "measure"]
+
+
+def measure(model: Any = None, **settings: Any) -> MeasureResult:
+    """Measure per-head γ of ``model``; see :func:`gammalens.measure.measure` for every setting."""
+    from gammalens.measure import measure as _measure
+
+    return _measure(model, **settings)

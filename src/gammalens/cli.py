@@ -1,0 +1,112 @@
+"""The ``gammalens`` command: one entry point; each subcommand maps onto a module.
+
+Every :class:`~gammalens.errors.GammalensError` (bad input) becomes one line on stderr and exit code 2;
+Ctrl-C too, after the run in progress has removed its partial output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gammalens.errors import GammalensError
+
+app = typer.Typer(
+    name="gammalens",
+    help="Measure how attention decays with query–key distance (A(d) ∝ d^-γ), exactly, with receipts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def measure(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Hub id, local model directory, or a short name ('minilm'). Default: the embedded model."),
+    ] = None,
+    corpus: Annotated[
+        str,
+        typer.Option(help="'stdlib' (embedded Python standard library text), 'random', a text file or folder, "
+                     "'FILE.jsonl[:field]', or 'hf:NAME[:config][:split][:field]' (a Hugging Face dataset)."),
+    ] = "stdlib",
+    context: Annotated[int | None, typer.Option(help="Tokens per window (query–key distances up to context−1). "
+                                                "Default: 512, or the model's maximum positions if smaller.")] = None,
+    windows: Annotated[int, typer.Option(help="Number of windows (documents) to measure.")] = 16,
+    sink_tokens: Annotated[int, typer.Option(help="The first K key positions are sink keys: their mass is "
+                                             "reported as sink mass and kept out of the decay profile.")] = 1,
+    fit_range: Annotated[str | None, typer.Option(help="Distance range A:B of the fit, 1 ≤ A < B < context. "
+                                                  "Default 1:context/2.")] = None,
+    dtype: Annotated[str, typer.Option(help="Model weights dtype: fp32, bf16 or fp16. The probe always "
+                                       "accumulates in fp32/fp64.")] = "fp32",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk (peak extra memory ∝ chunk × "
+                                                   "context). Default: chosen from a 256 MiB budget.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for the 95% CI.")] = 200,
+    out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")] = 0,
+    allow_extrapolation: Annotated[bool, typer.Option(help="Allow a context longer than the model's maximum "
+                                                      "positions.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
+) -> None:
+    """Measure per-head γ, sink mass and phase of MODEL on a corpus; write a run directory."""
+    from gammalens.measure import MeasureConfig
+    from gammalens.measure import measure as run_measure
+    from gammalens.summary import print_summary
+
+    config = MeasureConfig(
+        model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
+        fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
+        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation,
+    )
+    result = run_measure(config=config, out=out, progress=not quiet)
+    if quiet:
+        print(result.run_dir)
+    else:
+        print_summary(result)
+
+
+@app.command()
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `gammalens measure`.")],
+    tolerance: Annotated[float, typer.Option(help="Largest accepted |Δγ| per head and for the model.")] = 1e-3,
+) -> None:
+    """Re-run a measurement from its manifest and check that γ matches: the run's receipt."""
+    from gammalens.verify import print_verdict, verify_run
+
+    verdict = verify_run(run_dir, tolerance=tolerance)
+    print_verdict(verdict)
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turning bad input into one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except GammalensError as err:
+        print(f"gammalens: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("gammalens: interrupted; no partial output was left behind.", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as ex:
+        sys.exit(ex.exit_code)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.exceptions.UsageError):
+            print(f"gammalens: error: {err.format_message()}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

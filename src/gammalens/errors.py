@@ -1,0 +1,26 @@
+"""The project's exceptions: bad input the user can fix, reported by the CLI as one line, exit code 2."""
+
+from __future__ import annotations
+
+
+class GammalensError(Exception):
+    """Bad input or an unmeasurable situation, phrased for the user: what was wrong and what to do.
+
+    The CLI prints ``str(err)`` on one line to stderr and exits with code 2.
+    """
+
+
+class ModelError(GammalensError):
+    """The model cannot be loaded or cannot be measured (no softmax attention, not routed through the interface)."""
+
+
+class CorpusError(GammalensError):
+    """The corpus cannot be read or is too short for the requested windows."""
+
+
+class FitError(GammalensError):
+    """The fit range or fit settings are invalid for the measured profile."""
+
+
+class NonFiniteAttentionError(GammalensError):
+    """Attention probabilities contain NaN or inf; the message names the layer and head."""
