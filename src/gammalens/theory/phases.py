@@ -28,9 +28,9 @@ def phase(gamma: float, ci_low: float | None = None, ci_high: float | None = Non
     """
     if not math.isfinite(gamma):
         return "undetermined"
-    if ci_low is not None and ci_high is not None and math.isfinite(ci_low) and math.isfinite(ci_high):
-        if ci_low <= 1.0 <= ci_high:
-            return "boundary"
+    has_ci = ci_low is not None and ci_high is not None and math.isfinite(ci_low) and math.isfinite(ci_high)
+    if has_ci and (ci_low <= 1.0 <= ci_high):
+        return "boundary"
     if gamma < 1.0:
         return "A"
     if gamma > 1.0:

@@ -1,0 +1,297 @@
+"""``gammalens measure``: corpus → model → probe → profile → fit, with a manifest that re-runs it.
+
+>>> import gammalens
+>>> r = gammalens.measure("minilm", context=128, windows=4)          # doctest: +SKIP
+>>> r.to_pandas().query("scope == 'layer'")[["name", "gamma", "r2", "phase"]]   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gammalens.errors import FitError, GammalensError
+
+FORMAT = "gammalens.run/1"
+DEFAULT_CONTEXT = 512
+
+
+@dataclass
+class MeasureConfig:
+    """Every setting of a measurement; CLI flags map one-to-one onto these fields.
+
+    Attributes
+    ----------
+    model : str or None
+        Hub id, local directory or short name (``'minilm'``); None: the embedded default.
+    corpus : str
+        Corpus spec (see :func:`gammalens.corpus.load_windows`): ``'stdlib'``, ``'random'``, a path, …
+    context : int or None
+        Tokens per window; None: 512, or the model's maximum positions if smaller.
+    windows : int
+        Number of windows (documents).
+    sink_tokens : int
+        The first K keys of each document are sinks, kept out of the profile (K ≥ 0).
+    fit_range : str or None
+        ``'A:B'``, the inclusive distance range of the fit, 1 ≤ A < B < context; None: ``1:context//2``.
+    dtype : str
+        ``'fp32'``, ``'bf16'`` or ``'fp16'`` weights; the probe computes in fp32, sums in fp64.
+    device : str
+        ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'`` (device_map across GPUs).
+    batch_size : int
+        Windows per forward pass.
+    chunk_size : int or None
+        Queries per probe chunk; None: from a 256 MiB budget per chunk.
+    bootstrap : int
+        Bootstrap resamples over documents for the 95% CI (0: none).
+    seed : int
+        Seed of the window selection, random corpora and bootstrap.
+    allow_extrapolation : bool
+        Allow a context beyond the model's maximum positions.
+    """
+
+    model: str | None = None
+    corpus: str = "stdlib"
+    context: int | None = None
+    windows: int = 16
+    sink_tokens: int = 1
+    fit_range: str | None = None
+    dtype: str = "fp32"
+    device: str = "cpu"
+    batch_size: int = 4
+    chunk_size: int | None = None
+    bootstrap: int = 200
+    seed: int = 0
+    allow_extrapolation: bool = False
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise GammalensError(msg)
+
+        need(self.windows >= 1, f"--windows must be at least 1 (got {self.windows})")
+        need(self.sink_tokens >= 0, f"--sink-tokens must be ≥ 0 (got {self.sink_tokens})")
+        need(self.context is None or self.context >= 8, f"--context must be at least 8 tokens (got {self.context})")
+        need(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
+        need(self.chunk_size is None or self.chunk_size >= 1, f"--chunk-size must be ≥ 1 (got {self.chunk_size})")
+        need(self.bootstrap >= 0, f"--bootstrap must be ≥ 0 (got {self.bootstrap})")
+        need(self.dtype in {"fp32", "bf16", "fp16"}, f"--dtype must be fp32, bf16 or fp16 (got {self.dtype!r})")
+        if self.fit_range is not None:
+            self.parse_fit_range(self.context or 10**9)
+
+    def parse_fit_range(self, context: int) -> tuple[int, int]:
+        """The fit range ``(A, B)`` for ``context``; raises :class:`FitError` if it is outside [1, context)."""
+        if self.fit_range is None:
+            return 1, context // 2
+        try:
+            a, b = (int(x) for x in str(self.fit_range).split(":"))
+        except ValueError:
+            raise FitError(f"--fit-range must look like A:B with integers, e.g. 1:256 (got {self.fit_range!r})") from None
+        if not (1 <= a < b < context):
+            raise FitError(f"--fit-range {a}:{b} is outside [1, context) = [1, {context}); need 1 ≤ A < B < {context}")
+        if b - a < 3:
+            raise FitError(f"--fit-range {a}:{b} spans fewer than 4 distances; widen it")
+        return a, b
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    """What a measurement produced.
+
+    Attributes
+    ----------
+    fits : list of dict
+        Rows of ``fits.csv``: one per head (``scope='head'``), per layer and one for the model.
+    profile : DistanceProfile
+        The exact distance profiles.
+    manifest : dict
+        Everything needed to re-run the measurement (``manifest.json``).
+    run_dir : Path or None
+        The run directory, if one was written.
+    """
+
+    fits: list[dict]
+    profile: Any
+    manifest: dict
+    run_dir: Path | None = None
+
+    def to_pandas(self) -> Any:
+        """``fits`` as a DataFrame, one row per head / layer / model, indexed by nothing (``name`` is a column)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.fits)
+
+    @property
+    def model_fit(self) -> dict:
+        """The ``scope='model'`` row."""
+        return next(r for r in self.fits if r["scope"] == "model")
+
+    def __repr__(self) -> str:
+        m = self.model_fit
+        return (f"MeasureResult(model={self.manifest['model']['id']!r}, γ={m['gamma']:.3f} "
+                f"[{m['gamma_ci_low']:.3f}, {m['gamma_ci_high']:.3f}], R²={m['r2']:.3f}, phase={m['phase']}, "
+                f"sink={m['sink_mass']:.3f}, run_dir={str(self.run_dir) if self.run_dir else None!r})")
+
+
+@dataclass
+class _Timer:
+    marks: dict[str, float] = field(default_factory=dict)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def mark(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.marks[name] = round(now - since, 4)
+        return now
+
+
+def measure(model: str | None = None, *, config: MeasureConfig | None = None, out: Path | str | None = None,
+            progress: bool = False, **settings: Any) -> MeasureResult:
+    """Measure per-head γ, its CI, fit quality, sink mass and phase of a model.
+
+    Parameters
+    ----------
+    model : str or None
+        Hub id, local directory or short name; None: the embedded default (``'minilm'``).
+    config : MeasureConfig, optional
+        All settings at once; otherwise ``settings`` are passed to :class:`MeasureConfig`.
+    out : Path or str, optional
+        Parent directory for the run directory; None: nothing is written.
+    progress : bool
+        Show a progress bar (tokens/s, ETA) on stderr.
+    **settings
+        Fields of :class:`MeasureConfig` (``corpus``, ``context``, ``windows``, ``fit_range`` …).
+
+    Returns
+    -------
+    MeasureResult
+
+    Examples
+    --------
+    >>> r = measure("minilm", context=64, windows=4, bootstrap=50)   # doctest: +SKIP
+    >>> r.model_fit["gamma"]                                         # doctest: +SKIP
+    """
+    import numpy as np
+    import torch
+
+    from gammalens import __version__
+    from gammalens.corpus import load_windows
+    from gammalens.fit.heads import FitSettings, fit_profile
+    from gammalens.models import arch_facts, load_model, resolve_device, resolve_model, weight_hashes
+    from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
+    from gammalens.probe.backend import DistanceProbe, probing
+    from gammalens.probe.profile import DistanceProfile
+    from gammalens.rundir import RunWriter
+
+    if config is None:
+        config = MeasureConfig(model=model, **settings)
+    elif model is not None or settings:
+        raise GammalensError("pass either config= or model/settings, not both")
+    timer = _Timer()
+    writer = RunWriter(Path(out)) if out is not None else None  # checks writability before any work
+
+    t = timer.t0
+    src = resolve_model(config.model)
+    if config.device != "auto":
+        resolve_device(config.device)
+    net, tokenizer = load_model(src, config.dtype, config.device)
+    arch = arch_facts(net)
+    context = config.context or min(DEFAULT_CONTEXT, arch["max_positions"] or DEFAULT_CONTEXT)
+    if arch["max_positions"] and context > arch["max_positions"] and not config.allow_extrapolation:
+        raise GammalensError(
+            f"--context {context} exceeds the model's maximum positions ({arch['max_positions']}); "
+            "lower it or pass --allow-extrapolation"
+        )
+    d_min, d_max = config.parse_fit_range(context)
+    if config.sink_tokens >= context - d_max:
+        raise FitError(f"--sink-tokens {config.sink_tokens} leaves no query that sees distances up to {d_max}; "
+                       f"lower it or the fit range's upper end")
+    tw = load_windows(config.corpus, tokenizer, context, config.windows, seed=config.seed)
+    t = timer.mark("load_s", t)
+
+    dev = next(net.parameters()).device
+    L = arch["n_layers"]
+    acc = ProfileAccumulator(L, arch["n_heads"], len(tw.input_ids), context - 1, d_max, config.sink_tokens, dev)
+    probe = DistanceProbe(acc, chunk_size=config.chunk_size)
+    ids = torch.tensor(tw.input_ids, dtype=torch.long)
+    n_tok = int(ids.numel())
+    bar = _progress(progress, n_tok)
+    try:
+        with torch.inference_mode(), probing(net, probe):
+            for b0 in range(0, len(ids), config.batch_size):
+                batch = ids[b0:b0 + config.batch_size].to(dev)
+                probe.set_layout(BatchLayout.full(len(batch), context, first_doc=b0, device=dev))
+                net(input_ids=batch, attention_mask=torch.ones_like(batch))
+                if bar is not None:
+                    bar[0].update(bar[1], advance=int(batch.numel()))
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    if len(probe.layer_of) != L:
+        raise GammalensError(
+            f"{arch['model_type']}: the probe saw {len(probe.layer_of)} of {L} attention layers; this architecture "
+            "does not route all its attention through transformers' AttentionInterface"
+        )
+    t = timer.mark("forward_s", t)
+
+    windows = np.zeros(L, dtype=np.int64)
+    for i, w in probe.layer_windows.items():
+        windows[i] = w or 0
+    profile = DistanceProfile(
+        mass=acc.mass.cpu().numpy(), pairs=acc.pairs.cpu().numpy(), doc_mass_cs=acc.doc_mass_cs.cpu().numpy(),
+        doc_queries_cs=acc.doc_queries_cs.cpu().numpy(), doc_sink_sum=acc.doc_sink_sum.cpu().numpy(),
+        doc_sink_queries=acc.doc_sink_queries.cpu().numpy(), layer_window=windows, cs_horizon=d_max,
+        sink_tokens=config.sink_tokens,
+    )
+    fits = fit_profile(profile, FitSettings(d_min, d_max, config.bootstrap, config.seed))
+    t = timer.mark("fit_s", t)
+    timer.marks["total_s"] = round(time.perf_counter() - timer.t0, 4)
+    timer.marks["tokens_per_s"] = round(n_tok / max(timer.marks["forward_s"], 1e-9), 1)
+
+    settings_used = asdict(config) | {"context": context, "fit_range": f"{d_min}:{d_max}"}
+    import numpy
+    import scipy
+    import transformers
+
+    manifest = {
+        "format": FORMAT,
+        "model": {"id": src.id, "source": src.source, "path": str(src.path), "weights_sha256": weight_hashes(src.path),
+                  "arch": arch},
+        "corpus": tw.to_manifest(),
+        "settings": settings_used,
+        "seed": config.seed,
+        "versions": {"gammalens": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__},
+        "timings": timer.marks,
+        "layer_modules": _module_names(net, probe),
+        "result": {k: fits[-1][k] for k in ("gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass")},
+    }
+    run_dir = writer.write(manifest, fits, profile) if writer is not None else None
+    return MeasureResult(fits=fits, profile=profile, manifest=manifest, run_dir=run_dir)
+
+
+def _module_names(net: Any, probe: Any) -> list[str]:
+    by_id = {id(m): name for name, m in net.named_modules()}
+    order = sorted(probe.layer_of.items(), key=lambda kv: kv[1])
+    return [by_id.get(mid, "?") for mid, _ in order]
+
+
+def _progress(enabled: bool, total: int) -> tuple[Any, Any] | None:
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    class _Rate(TextColumn):
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} tok/s" if speed else "… tok/s")
+
+    p = Progress(TextColumn("measuring"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
+                 _Rate(""), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    p.start()
+    return p, p.add_task("forward", total=total)

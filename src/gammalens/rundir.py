@@ -1,0 +1,131 @@
+"""Writing run directories atomically: whole or not at all (see docs/run_format.md)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from gammalens.errors import GammalensError
+
+FIT_COLUMNS = [
+    "name", "scope", "layer", "head", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "gamma_mle", "method",
+    "fit_d_min", "fit_d_max", "phase", "sink_mass", "preferred_model", "delta_aic_exponential",
+    "delta_aic_cutoff", "r2_exponential", "cutoff_lambda", "n_docs",
+]
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        return _jsonable(x.item())
+    return x
+
+
+class RunWriter:
+    """Creates ``<parent>/<run_id>/`` atomically.
+
+    The parent's writability is checked at construction, before any expensive work, so an unwritable
+    ``--out`` fails in a second, not after the forward passes.
+    """
+
+    def __init__(self, parent: Path) -> None:
+        self.parent = Path(parent)
+        try:
+            self.parent.mkdir(parents=True, exist_ok=True)
+            probe = self.parent / f".gammalens-write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise GammalensError(f"output directory {self.parent} is not writable ({err.strerror}); pass --out DIR") from None
+
+    def write(self, manifest: dict, fits: list[dict], profile: Any, extras: Any = None) -> Path:
+        """Write manifest, fits.csv and profile.npz; ``extras(partial_dir)`` may add files before the rename."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(manifest["model"]["id"])).name or "model").strip("-")
+        digest = hashlib.sha256(json.dumps(_jsonable(manifest["settings"]), sort_keys=True).encode()).hexdigest()[:8]
+        run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest}"
+        final = self.parent / run_id
+        n = 1
+        while final.exists():
+            n += 1
+            final = self.parent / f"{run_id}-{n}"
+        manifest = {**manifest, "run_id": final.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        tmp = self.parent / f".{final.name}.partial-{os.getpid()}"
+        try:
+            tmp.mkdir()
+            (tmp / "manifest.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=False) + "\n")
+            write_fits_csv(tmp / "fits.csv", fits)
+            profile.save(tmp / "profile.npz")
+            if extras is not None:
+                extras(tmp, manifest)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        manifest.update(run_id=final.name)
+        return final
+
+
+def write_fits_csv(path: Path, rows: list[dict]) -> None:
+    """Write fits rows; the standard columns first, any extra (theory) columns after, in first-seen order."""
+    extra = [k for r in rows for k in r if k not in FIT_COLUMNS]
+    cols = FIT_COLUMNS + list(dict.fromkeys(extra))
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt(r.get(k)) for k in cols})
+
+
+def _fmt(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else repr(float(v))
+    return v
+
+
+def read_fits_csv(path: Path) -> list[dict]:
+    """Read ``fits.csv`` back into dicts with numbers parsed (empty cells → None)."""
+    out = []
+    with Path(path).open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for k, v in r.items():
+                if v == "":
+                    row[k] = None
+                    continue
+                try:
+                    row[k] = int(v) if k in {"layer", "head", "fit_d_min", "fit_d_max", "n_docs"} else float(v)
+                except ValueError:
+                    row[k] = v
+            out.append(row)
+    return out
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """Read ``manifest.json`` of a run directory; :class:`GammalensError` if it is not one."""
+    run_dir = Path(run_dir)
+    m = run_dir / "manifest.json"
+    if not run_dir.is_dir():
+        raise GammalensError(f"{run_dir} does not exist or is not a directory; pass a run directory from `gammalens measure`")
+    if not m.is_file() or not (run_dir / "fits.csv").is_file():
+        raise GammalensError(f"{run_dir} is not a gammalens run directory (no manifest.json / fits.csv)")
+    try:
+        return json.loads(m.read_text())
+    except json.JSONDecodeError as err:
+        raise GammalensError(f"{m} is not valid JSON ({err.msg} at line {err.lineno})") from None

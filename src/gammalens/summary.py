@@ -1,0 +1,48 @@
+"""The terminal summary of a measurement: per-layer γ and R², phase counts, sink mass, model γ with CI."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def print_summary(result: Any, console: Any = None) -> None:
+    """Print a rich summary of a :class:`~gammalens.measure.MeasureResult`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    man, fits = result.manifest, result.fits
+    arch, s = man["model"]["arch"], man["settings"]
+    heads = [r for r in fits if r["scope"] == "head"]
+    layers = [r for r in fits if r["scope"] == "layer"]
+    m = result.model_fit
+    console.print(
+        f"[bold]{man['model']['id']}[/] · {arch['model_type']} · {arch['n_layers']} layers × {arch['n_heads']} heads "
+        f"({arch['n_kv_heads']} KV) · {'causal' if arch['causal'] else 'bidirectional'} · "
+        f"positions: {arch['position_encoding']}" + (f" θ={arch['rope_theta']:g}" if arch["rope_theta"] else "")
+    )
+    console.print(f"corpus {man['corpus']['name']} · {man['corpus']['n_windows']} windows × {s['context']} tokens · "
+                  f"fit d∈[{s['fit_range'].replace(':', ', ')}] · sink tokens {s['sink_tokens']} · "
+                  f"{man['timings']['tokens_per_s']:,.0f} tok/s")
+    t = Table(title="per layer (heads pooled)", title_justify="left")
+    for col in ("layer", "γ", "95% CI", "R²", "phase", "heads A/≈1/B", "sink mass", "best law"):
+        t.add_column(col, justify="right" if col not in ("phase", "best law") else "left")
+    for r in layers:
+        c = Counter(h["phase"] for h in heads if h["layer"] == r["layer"])
+        t.add_row(str(r["layer"]), _f(r["gamma"]), f"[{_f(r['gamma_ci_low'])}, {_f(r['gamma_ci_high'])}]",
+                  _f(r["r2"]), r["phase"], f"{c['A']}/{c['boundary']}/{c['B']}", _f(r["sink_mass"]),
+                  r["preferred_model"])
+    console.print(t)
+    c = Counter(h["phase"] for h in heads)
+    console.print(f"heads: Phase A {c['A']} · boundary {c['boundary']} · Phase B {c['B']}"
+                  + (f" · undetermined {c['undetermined']}" if c["undetermined"] else ""))
+    console.print(f"[bold]model γ = {_f(m['gamma'])}[/] (95% CI {_f(m['gamma_ci_low'])}–{_f(m['gamma_ci_high'])}, "
+                  f"R² {_f(m['r2'])}, MLE {_f(m['gamma_mle'])}) · phase {m['phase']} · sink mass {_f(m['sink_mass'])}")
+    if result.run_dir is not None:
+        console.print(f"outputs: {result.run_dir}/ (manifest.json, fits.csv, profile.npz)")
