@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 from gammalens.errors import GammalensError
 
 if TYPE_CHECKING:
-    from gammalens.measure import MeasureResult
+    from gammalens.measurement import MeasureResult
 
 __version__ = "0.1.0"
 __all__ = ["GammalensError", "__version__", "measure"]
 
 
 def measure(model: Any = None, **settings: Any) -> MeasureResult:
-    """Measure per-head γ of ``model``; see :func:`gammalens.measure.measure` for every setting."""
-    from gammalens.measure import measure as _measure
+    """Measure per-head γ of ``model``; see :func:`gammalens.measurement.measure` for every setting."""
+    from gammalens.measurement import measure as _measure
 
     return _measure(model, **settings)

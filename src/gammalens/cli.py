@@ -55,8 +55,8 @@ def measure(
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
 ) -> None:
     """Measure per-head γ, sink mass and phase of MODEL on a corpus; write a run directory."""
-    from gammalens.measure import MeasureConfig
-    from gammalens.measure import measure as run_measure
+    from gammalens.measurement import MeasureConfig
+    from gammalens.measurement import measure as run_measure
     from gammalens.summary import print_summary
 
     config = MeasureConfig(

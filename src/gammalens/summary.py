@@ -12,7 +12,7 @@ def _f(x: Any, nd: int = 3) -> str:
 
 
 def print_summary(result: Any, console: Any = None) -> None:
-    """Print a rich summary of a :class:`~gammalens.measure.MeasureResult`."""
+    """Print a rich summary of a :class:`~gammalens.measurement.MeasureResult`."""
     from rich.console import Console
     from rich.table import Table
 

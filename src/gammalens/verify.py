@@ -45,7 +45,7 @@ def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
     Weight hashes and the corpus hash are compared too: a mismatch is reported as a note and fails
     the verdict, since the re-run then measures something else.
     """
-    from gammalens.measure import MeasureConfig, measure
+    from gammalens.measurement import MeasureConfig, measure
 
     if not tolerance > 0:
         raise GammalensError(f"--tolerance must be > 0 (got {tolerance})")

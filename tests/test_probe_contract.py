@@ -1,0 +1,135 @@
+"""Contract matrix: the chunked probe equals a brute-force reference built from eager ``output_attentions``.
+
+Every architecture runs through the same checks on a tiny random-init model, with a padded batch of
+unequal documents: the exact distance profile, the pair counts, the common-support profile, the sink
+sums, mass conservation, the layer outputs, and that nothing stays registered afterwards.
+Tolerance: 1e-5 absolute on sums of probabilities (each sum ≤ the number of queries, ~100).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
+from gammalens.probe.backend import DistanceProbe, probing, registered_probes
+from tests.conftest import arch_specs, build_tiny
+
+N_CTX = 40
+LENGTHS = [40, 29]  # the second document is right-padded
+SINKS = 2
+HORIZON = 15
+ATOL = 1e-5
+
+
+def _window(model, arch: str, layer: int) -> int | None:
+    cfg = model.config
+    if arch == "mistral_swa":
+        return cfg.sliding_window
+    if arch == "gemma2_softcap":
+        return cfg.sliding_window if cfg.layer_types[layer] == "sliding_attention" else None
+    return None
+
+
+def brute_force(attn: np.ndarray, lengths: list[int], causal: bool, window: int | None) -> dict:
+    """Reference sums from full attention matrices ``attn`` (B, H, n, n) by explicit loops over queries."""
+    B, H, n, _ = attn.shape
+    mass = np.zeros((H, n))
+    pairs = np.zeros(n)
+    cs = np.zeros((B, H, HORIZON + 1))
+    q_cs = np.zeros(B)
+    sink = np.zeros((B, H))
+    sink_q = np.zeros(B)
+    for b, length in enumerate(lengths):
+        for q in range(length):
+            for k in range(length):
+                d = abs(q - k)
+                if (causal and k > q) or (window is not None and d >= window):
+                    continue
+                a = attn[b, :, q, k]
+                if k < SINKS:
+                    if q >= SINKS:
+                        sink[b] += a
+                    continue
+                mass[:, d] += a
+                pairs[d] += 1
+                left_cs = k <= q and q - SINKS >= HORIZON
+                right_cs = (not causal) and k > q and q >= SINKS and length - 1 - q >= HORIZON
+                if d <= HORIZON and (left_cs or right_cs):
+                    cs[b, :, d] += a
+            if q - SINKS >= HORIZON:
+                q_cs[b] += 1
+            if not causal and q >= SINKS and length - 1 - q >= HORIZON:
+                q_cs[b] += 1
+            if q >= SINKS:
+                sink_q[b] += 1
+    return {"mass": mass, "pairs": pairs, "cs": cs, "q_cs": q_cs, "sink": sink, "sink_q": sink_q}
+
+
+@pytest.mark.parametrize("arch", list(arch_specs()))
+@pytest.mark.parametrize("chunk", [7, None])
+def test_probe_matches_eager_reference(arch: str, chunk: int | None) -> None:
+    model = build_tiny(arch)
+    eager = build_tiny(arch, attn="eager")
+    eager.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    ids = torch.randint(1000, 30000, (2, N_CTX))
+    mask = torch.zeros(2, N_CTX, dtype=torch.long)
+    for b, n in enumerate(LENGTHS):
+        mask[b, :n] = 1
+    L, H = model.config.num_hidden_layers, model.config.num_attention_heads
+    acc = ProfileAccumulator(L, H, 2, N_CTX - 1, HORIZON, SINKS)
+    probe = DistanceProbe(acc, chunk_size=chunk)
+    layout = BatchLayout(torch.zeros(2, dtype=torch.long), torch.tensor(LENGTHS), torch.arange(2))
+    with torch.no_grad():
+        with probing(model, probe):
+            probe.set_layout(layout)
+            out = model(input_ids=ids, attention_mask=mask)
+        ref = eager(input_ids=ids, attention_mask=mask, output_attentions=True)
+    assert registered_probes() == []
+    assert model.config._attn_implementation == "sdpa"
+    assert len(probe.layer_of) == L
+
+    # the layer outputs are the model's own (soft-capped layers computed by the probe itself)
+    h_probe = out.logits if hasattr(out, "logits") else out.last_hidden_state
+    h_ref = ref.logits if hasattr(ref, "logits") else ref.last_hidden_state
+    valid = mask.bool()
+    assert torch.allclose(h_probe[valid], h_ref[valid], atol=1e-4, rtol=1e-4)
+
+    causal = arch != "bert"
+    for layer, attn in enumerate(ref.attentions):
+        r = brute_force(attn.double().numpy(), LENGTHS, causal, _window(model, arch, layer))
+        np.testing.assert_allclose(acc.mass[layer].numpy(), r["mass"], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(acc.pairs[layer].numpy(), r["pairs"], atol=0, rtol=0)
+        np.testing.assert_allclose(acc.doc_mass_cs[:, layer].numpy(), r["cs"], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(acc.doc_queries_cs[:, layer].numpy(), r["q_cs"], atol=0, rtol=0)
+        np.testing.assert_allclose(acc.doc_sink_sum[:, layer].numpy(), r["sink"], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(acc.doc_sink_queries[:, layer].numpy(), r["sink_q"], atol=0, rtol=0)
+        if causal:
+            # each query past the sinks spreads mass 1 over sink and non-sink keys: the two sums conserve it
+            total = acc.mass[layer].numpy().sum(-1) + acc.doc_sink_sum[:, layer].numpy().sum(0)
+            np.testing.assert_allclose(total, sum(n - SINKS for n in LENGTHS), atol=1e-4)
+
+
+def test_nothing_left_registered_after_an_error() -> None:
+    model = build_tiny("llama_gqa")
+    acc = ProfileAccumulator(2, 4, 1, 9, 4, 1)
+    probe = DistanceProbe(acc)
+    with pytest.raises(RuntimeError, match="boom"), probing(model, probe):
+        raise RuntimeError("boom")
+    assert registered_probes() == []
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_nan_attention_names_layer_and_head() -> None:
+    from gammalens.errors import NonFiniteAttentionError
+
+    model = build_tiny("llama_gqa")
+    with torch.no_grad():
+        model.model.layers[1].self_attn.q_proj.weight[16:24] = float("nan")  # head_dim 8: query head 2 of layer 1
+    acc = ProfileAccumulator(2, 4, 1, 15, 6, 1)
+    probe = DistanceProbe(acc)
+    with pytest.raises(NonFiniteAttentionError, match=r"layer 1, head 2"), torch.no_grad(), probing(model, probe):
+        model(input_ids=torch.randint(0, 1000, (1, 16)))
+    assert registered_probes() == []
