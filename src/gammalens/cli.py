@@ -6,7 +6,9 @@ Ctrl-C too, after the run in progress has removed its partial output.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +57,7 @@ def measure(
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
 ) -> None:
     """Measure per-head γ, sink mass and phase of MODEL on a corpus; write a run directory."""
+
     from gammalens.measurement import MeasureConfig
     from gammalens.measurement import measure as run_measure
     from gammalens.summary import print_summary
@@ -64,7 +67,8 @@ def measure(
         fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
         bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation,
     )
-    result = run_measure(config=config, out=out, progress=not quiet)
+    with _ctrl_c_is_an_error():
+        result = run_measure(config=config, out=out, progress=not quiet)
     if quiet:
         print(result.run_dir)
     else:
@@ -79,21 +83,60 @@ def verify(
     """Re-run a measurement from its manifest and check that γ matches: the run's receipt."""
     from gammalens.verify import print_verdict, verify_run
 
-    verdict = verify_run(run_dir, tolerance=tolerance)
+    with _ctrl_c_is_an_error():
+        verdict = verify_run(run_dir, tolerance=tolerance)
     print_verdict(verdict)
     if not verdict.ok:
         raise typer.Exit(1)
 
 
+@contextlib.contextmanager
+def _ctrl_c_is_an_error() -> Iterator[None]:
+    """Turn Ctrl-C into a GammalensError here: click would otherwise swallow it in non-standalone mode."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise GammalensError("interrupted; no partial output was left behind") from None
+
+
+@app.command()
+def card(
+    model: Annotated[str, typer.Argument(help="A config.json, a directory holding one, or a hub id (online).")],
+    context: Annotated[int | None, typer.Option(help="Context length T in tokens. Default: the config's "
+                                                "max_position_embeddings.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Weights dtype: fp32, bf16, fp16, fp8, int8 or int4. "
+                                              "Default: the config's torch_dtype, else bf16.")] = None,
+    kv_dtype: Annotated[str | None, typer.Option(help="KV-cache dtype. Default: the weights dtype.")] = None,
+    batch: Annotated[int, typer.Option(help="Sequences held in the KV cache at once.")] = 1,
+    gpu_mem: Annotated[float, typer.Option(help="GPU memory in GiB.")] = 80.0,
+    activation_gib: Annotated[float | None, typer.Option(help="Memory kept for activations, CUDA context and "
+                                                         "fragmentation, in GiB. Default: 10% of --gpu-mem.")] = None,
+    eps: Annotated[float, typer.Option(help="Mass fraction outside the predicted KV window D_f.")] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,
+) -> None:
+    """Predict from a config alone: attention type, RoPE scales, γ_Padé, regime, KV cache and GPU fit."""
+    import json
+
+    from gammalens.theory.card import build_card, render
+
+    result = build_card(model, context=context, dtype=dtype, kv_dtype=kv_dtype, batch=batch, gpu_mem_gib=gpu_mem,
+                        activation_gib=activation_gib, eps=eps)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        render(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning bad input into one line and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit's code
+        sys.exit(rc if isinstance(rc, int) else 0)
     except GammalensError as err:
         print(f"gammalens: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("gammalens: interrupted; no partial output was left behind.", file=sys.stderr)
+        print("gammalens: error: interrupted; no partial output was left behind", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as ex:
         sys.exit(ex.exit_code)

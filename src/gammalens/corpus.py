@@ -1,0 +1,418 @@
+"""Corpora → token windows: the text every measurement runs on (glossary: induction probe Δγ).
+
+A corpus spec names a source of documents; :func:`load_windows` cuts them into windows of exactly
+``context`` tokens, each wrapped with the tokenizer's own special tokens, and picks them
+deterministically for a seed. Specs:
+
+- ``'stdlib'`` (default): the running interpreter's Python standard library (``*.py`` files).
+- ``'random'``: token ids uniform over the non-special vocabulary. γ_text − γ_random = Δγ is the
+  glossary's induction probe (γ_obs = γ_geom + γ_train + γ_arch + ε; random tokens remove what the
+  model learned to read, leaving the geometric part).
+- ``PATH``: a UTF-8 text file, or a folder read recursively (binary files and hidden entries skipped).
+- ``PATH.jsonl`` or ``PATH.jsonl:FIELD``: one JSON object per line, text in ``FIELD`` (default ``text``).
+- ``hf:NAME[:CONFIG][:SPLIT][:FIELD]`` or a folder written by ``Dataset.save_to_disk``: a Hugging Face
+  dataset (needs ``pip install 'gammalens[datasets]'``); split ``train`` and field ``text`` by default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import platform
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gammalens.errors import CorpusError
+
+__all__ = ["TokenWindows", "load_windows", "special_tokens"]
+
+_STDLIB_SKIP = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__"})
+# Characters tokenized past the point whose tokens are kept: tokenizers merge locally, so tokens ending
+# this far before a cut equal those of the whole document (tests check it against full encodings).
+_GUARD_CHARS = 1024
+_PROBE_TEXT = "gammalens probe: the quick brown fox"
+
+
+@dataclass(frozen=True, eq=False)
+class TokenWindows:
+    """Token windows cut from one corpus, ready for the model.
+
+    Attributes
+    ----------
+    name : str
+        Short corpus name: ``'stdlib'``, ``'random'``, a file or folder basename, ``'hf:NAME…'``.
+    spec : str
+        The corpus spec exactly as given to :func:`load_windows`.
+    input_ids : numpy.ndarray
+        Token ids, int64, shape ``(n_windows, context)``, read-only; each row includes the
+        tokenizer's special tokens (e.g. ``[CLS] … [SEP]`` or ``<s> …``).
+    doc_ids : tuple of str
+        Length ``n_windows``: the source document of each window (relative path, ``file.jsonl:LINE``,
+        ``SPLIT/ROW``, ``random-I``).
+    sha256 : str
+        Hex digest of ``name`` and ``input_ids``; identical windows give identical hashes.
+    n_tokens : int
+        Total tokens, ``n_windows * context`` (special tokens included).
+    seed : int
+        Seed of the selection.
+    selection : str
+        How the windows were chosen, in words (goes into the manifest).
+
+    Examples
+    --------
+    >>> tw = load_windows("random", tok, context=8, windows=2)   # doctest: +SKIP
+    >>> tw.input_ids.shape, tw.doc_ids
+    ((2, 8), ('random-0', 'random-1'))
+    """
+
+    name: str
+    spec: str
+    input_ids: np.ndarray  # (n_windows, context) int64
+    doc_ids: tuple[str, ...]
+    sha256: str
+    n_tokens: int
+    seed: int = 0
+    selection: str = ""
+
+    def to_manifest(self) -> dict[str, Any]:
+        """JSON-ready description for ``manifest.json``: enough to re-create the windows and check them.
+
+        >>> load_windows("random", tok, 8, 2).to_manifest()["n_windows"]   # doctest: +SKIP
+        2
+        """
+        n_windows, context = self.input_ids.shape
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "sha256": self.sha256,
+            "n_windows": int(n_windows),
+            "n_tokens": int(self.n_tokens),
+            "tokens_per_window": int(context),
+            "n_documents": len(set(self.doc_ids)),
+            "seed": int(self.seed),
+            "selection": self.selection,
+        }
+
+    def __repr__(self) -> str:
+        n_windows, context = self.input_ids.shape
+        return (
+            f"TokenWindows(name={self.name!r}, n_windows={n_windows}, context={context}, "
+            f"n_documents={len(set(self.doc_ids))}, sha256={self.sha256[:12]!r}…)"
+        )
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Documents of a corpus, read lazily: ``load(i)`` is the text of ``doc_ids[i]`` or None (unreadable)."""
+
+    name: str
+    doc_ids: list[str]
+    load: Callable[[int], str | None]
+    description: str
+
+
+def load_windows(spec: str, tokenizer: Any, context: int, windows: int, seed: int = 0) -> TokenWindows:
+    """Cut a corpus into ``windows`` windows of exactly ``context`` tokens, deterministically for ``seed``.
+
+    Documents are tokenized without special tokens and cut into consecutive chunks of
+    ``context − n_special`` content tokens (``n_special``: what the tokenizer adds around a text,
+    e.g. 2 for ``[CLS] … [SEP]``); only full chunks are kept. Documents are sorted, shuffled with
+    ``numpy.random.default_rng(seed)``, and each gives its first chunk; second chunks are taken
+    only when every document has given one, and so on. Tokenizing stops once enough windows exist.
+
+    Parameters
+    ----------
+    spec : str
+        Corpus spec: ``'stdlib'``, ``'random'``, a file or folder path, ``PATH.jsonl[:FIELD]``,
+        ``hf:NAME[:CONFIG][:SPLIT][:FIELD]`` (see the module docstring).
+    tokenizer : transformers tokenizer
+        The model's tokenizer (a fast tokenizer keeps long documents cheap).
+    context : int
+        Tokens per window, special tokens included; at least ``n_special + 2``.
+    windows : int
+        Number of windows, at least 1.
+    seed : int, default 0
+        Seed of the document shuffle (and of the ids for ``'random'``).
+
+    Returns
+    -------
+    TokenWindows
+        ``input_ids`` of shape ``(windows, context)``.
+
+    Raises
+    ------
+    CorpusError
+        Unknown path, empty corpus, bad JSONL line, too few tokens, or invalid ``context``/``windows``.
+
+    Examples
+    --------
+    >>> tw = load_windows("stdlib", tok, context=512, windows=16)   # doctest: +SKIP
+    >>> tw.input_ids.shape
+    (16, 512)
+    """
+    if windows < 1:
+        raise CorpusError(f"windows must be at least 1 (got {windows}); ask for one or more windows")
+    if seed < 0:
+        raise CorpusError(f"seed must be a non-negative integer (got {seed})")
+    prefix, suffix = special_tokens(tokenizer)
+    n_special = len(prefix) + len(suffix)
+    if context < n_special + 2:
+        raise CorpusError(
+            f"context {context} is too short: this tokenizer adds {n_special} special tokens per window, "
+            f"so the context must be at least {n_special + 2}"
+        )
+    n_content = context - n_special
+    if spec == "random":
+        name, chunks = "random", _random_chunks(tokenizer, n_content, windows, seed)
+        doc_ids = tuple(f"random-{i}" for i in range(windows))
+        selection = f"uniform token ids over the non-special vocabulary, numpy default_rng({seed})"
+    else:
+        source = _open_source(spec)
+        picked = _select(source, tokenizer, n_content, windows, seed)
+        name, chunks = source.name, [ids for _, ids in picked]
+        doc_ids = tuple(source.doc_ids[i] for i, _ in picked)
+        selection = (
+            f"{source.description}: {len(source.doc_ids)} documents in sorted order shuffled with numpy "
+            f"default_rng({seed}); consecutive chunks of {n_content} content tokens, first chunk of each "
+            f"document before any second chunk; {len(set(doc_ids))} documents used"
+        )
+    input_ids = np.empty((windows, context), dtype=np.int64)  # (n_windows, context)
+    input_ids[:, : len(prefix)] = prefix
+    input_ids[:, len(prefix) : len(prefix) + n_content] = np.stack(chunks)
+    input_ids[:, len(prefix) + n_content :] = suffix
+    input_ids.setflags(write=False)
+    digest = hashlib.sha256(f"{name}\0{input_ids.shape}\0".encode())
+    digest.update(input_ids.astype("<i8").tobytes())
+    return TokenWindows(
+        name=name,
+        spec=spec,
+        input_ids=input_ids,
+        doc_ids=doc_ids,
+        sha256=digest.hexdigest(),
+        n_tokens=int(input_ids.size),
+        seed=int(seed),
+        selection=selection,
+    )
+
+
+def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a text's content, e.g. ``([101], [102])`` for BERT.
+
+    Found by encoding a probe text with and without special tokens: transformers 5 fast tokenizers
+    no longer have ``build_inputs_with_special_tokens``, and in 4.x the generic fast tokenizer's
+    version ignores the post-processor that ``tokenizer(text)`` applies.
+
+    >>> special_tokens(bert_tokenizer)   # doctest: +SKIP
+    ([101], [102])
+    """
+    plain = list(_encode(tokenizer, _PROBE_TEXT))
+    full = list(_encode(tokenizer, _PROBE_TEXT, special=True))
+    n = len(plain)
+    for start in range(len(full) - n + 1):
+        if n and full[start : start + n] == plain:
+            return full[:start], full[start + n :]
+    raise CorpusError(
+        f"cannot tell which special tokens {type(tokenizer).__name__} adds around a text "
+        "(its encoding with special tokens does not contain the plain encoding); use another tokenizer"
+    )
+
+
+def _encode(tokenizer: Any, text: str, special: bool = False) -> list[int]:
+    return tokenizer(text, add_special_tokens=special, truncation=False, verbose=False)["input_ids"]
+
+
+def _encode_prefix(tokenizer: Any, text: str, n_tokens: int) -> tuple[np.ndarray, bool]:
+    """Ids of the start of ``text``, at least ``n_tokens`` of them where the text has that many.
+
+    Returns ``(ids, complete)``; ``complete`` means ``ids`` encode the whole text. Long texts are
+    encoded by growing prefixes, keeping only tokens that end ``_GUARD_CHARS`` before the cut.
+    """
+    cut = max(4 * n_tokens, 4096)  # ~4 characters per token in code and English; doubled if short
+    while getattr(tokenizer, "is_fast", False) and cut + _GUARD_CHARS < len(text):
+        enc = tokenizer(
+            text[: cut + _GUARD_CHARS],
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+            return_offsets_mapping=True,
+        )
+        ends = np.array([end for _, end in enc["offset_mapping"]], dtype=np.int64)  # (n_tokens,)
+        beyond = np.flatnonzero(ends > cut)
+        n_kept = int(beyond[0]) if beyond.size else len(ends)
+        if n_kept >= n_tokens:
+            return np.asarray(enc["input_ids"][:n_kept], dtype=np.int64), False
+        cut *= 2
+    return np.asarray(_encode(tokenizer, text), dtype=np.int64), True
+
+
+def _select(source: _Source, tokenizer: Any, n_content: int, windows: int, seed: int) -> list[tuple[int, np.ndarray]]:
+    """Pick ``windows`` chunks of ``n_content`` ids: ``[(document index, ids (n_content,)), ...]``."""
+    if not source.doc_ids:
+        raise CorpusError(f"corpus {source.name!r} is empty: {source.description} has no documents")
+    order = np.random.default_rng(seed).permutation(len(source.doc_ids))
+    tokens: dict[int, tuple[np.ndarray, bool]] = {}  # document index -> (ids so far, complete)
+    picked: list[tuple[int, np.ndarray]] = []
+    active, any_text = [int(i) for i in order], False
+    for k in itertools.count():  # round k takes chunk k of every document long enough
+        end = (k + 1) * n_content
+        still_active = []
+        for i in active:
+            ids, complete = tokens.get(i, (np.empty(0, np.int64), False))
+            if len(ids) < end and not complete:
+                text = source.load(i)
+                # ask for twice what is held so a document met in many rounds is re-encoded O(log) times
+                ids, complete = _encode_prefix(tokenizer, text, max(end, 2 * len(ids))) if text else (ids, True)
+                tokens[i] = (ids, complete)
+                any_text |= len(ids) > 0
+            if len(ids) < end:
+                tokens.pop(i, None)
+                continue
+            picked.append((i, ids[end - n_content : end]))
+            if len(picked) == windows:
+                return picked
+            still_active.append(i)
+        if not still_active:
+            break
+        active = still_active
+    if not any_text:
+        raise CorpusError(f"corpus {source.name!r} is empty: {source.description} holds no readable text")
+    raise CorpusError(
+        f"corpus {source.name!r} is too short: found {len(picked)} windows of {n_content} content tokens, "
+        f"but {windows} windows need {windows} × {n_content} = {windows * n_content} content tokens in "
+        f"documents at least {n_content} tokens long; use fewer windows, a shorter context or more text"
+    )
+
+
+def _random_chunks(tokenizer: Any, n_content: int, windows: int, seed: int) -> np.ndarray:
+    """Uniform ids over the vocabulary minus special tokens, shape ``(windows, n_content)``."""
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if tok.special}
+    allowed = np.setdiff1d(np.arange(len(tokenizer), dtype=np.int64), np.fromiter(special, np.int64))
+    rng = np.random.default_rng(seed)
+    return allowed[rng.integers(0, len(allowed), size=(windows, n_content))]  # (windows, n_content)
+
+
+def _open_source(spec: str) -> _Source:
+    if spec == "stdlib":
+        return _stdlib_source()
+    if spec.startswith("hf:"):
+        return _hf_source(spec)
+    head, _, field = spec.rpartition(":")
+    if head.endswith(".jsonl") and Path(head).is_file():
+        return _jsonl_source(Path(head), field or "text")
+    path = Path(spec)
+    if path.is_dir() and _is_saved_dataset(path):
+        return _hf_source(f"hf:{spec}")
+    if path.is_dir():
+        return _folder_source(path)
+    if path.is_file() and path.name.endswith(".jsonl"):
+        return _jsonl_source(path, "text")
+    if path.is_file():
+        return _Source(path.name, [path.name], lambda _: _read_text(path), f"text file {path}")
+    raise CorpusError(
+        f"corpus {spec!r} not found: give 'stdlib', 'random', an existing file or folder, "
+        "PATH.jsonl[:FIELD], or hf:NAME[:CONFIG][:SPLIT][:FIELD]"
+    )
+
+
+def _read_text(path: Path) -> str | None:
+    """The file's text, or None when it is not UTF-8 text (binary files hold NUL bytes or bad UTF-8)."""
+    try:
+        data = path.read_bytes()
+        return None if b"\0" in data else data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _walk(root: Path, skip: Callable[[str], bool], suffix: str = "") -> list[str]:
+    """Sorted relative POSIX paths of files under ``root``, pruning directories for which ``skip`` holds."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not skip(d)]
+        rel = Path(folder).relative_to(root)
+        found += [(rel / f).as_posix() for f in files if f.endswith(suffix) and not skip(f)]
+    return sorted(found)
+
+
+def _stdlib_source() -> _Source:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    doc_ids = _walk(root, lambda name: name in _STDLIB_SKIP, suffix=".py")
+    description = f"Python {platform.python_version()} stdlib"
+    return _Source("stdlib", doc_ids, lambda i: _read_text(root / doc_ids[i]), description)
+
+
+def _folder_source(root: Path) -> _Source:
+    doc_ids = _walk(root, lambda name: name.startswith("."))
+    return _Source(root.resolve().name, doc_ids, lambda i: _read_text(root / doc_ids[i]), f"folder {root}")
+
+
+def _jsonl_source(path: Path, field: str) -> _Source:
+    texts, doc_ids = [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CorpusError(f"cannot read {path} as UTF-8 JSONL ({err}); give a JSON Lines text file") from err
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CorpusError(
+                f"line {line_no} of {path} is not valid JSON ({err.msg}); write one JSON object per line"
+            ) from err
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise CorpusError(
+                f"line {line_no} of {path} has no text field {field!r}; name the field holding the text as {path}:FIELD"
+            )
+        texts.append(record[field])
+        doc_ids.append(f"{path.name}:{line_no}")
+    return _Source(path.name, doc_ids, texts.__getitem__, f"JSONL {path} field {field!r}")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
+
+
+def _hf_source(spec: str) -> _Source:
+    """``hf:NAME[:CONFIG][:SPLIT][:FIELD]``; NAME may be a folder written by ``save_to_disk``."""
+    parts = spec[len("hf:") :].split(":")
+    if len(parts) > 4 or not parts[0]:
+        raise CorpusError(f"corpus {spec!r} is not of the form hf:NAME[:CONFIG][:SPLIT][:FIELD]")
+    name, config, split, field = [*parts, "", "", ""][:4]
+    split, field = split or "train", field or "text"
+    try:
+        import datasets
+    except ImportError as err:
+        raise CorpusError(
+            f"corpus {spec!r} needs the Hugging Face 'datasets' package: pip install 'gammalens[datasets]'"
+        ) from err
+    local = Path(name).is_dir()
+    try:
+        ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name, config or None, split=split)
+    except Exception as err:  # datasets raises many types (offline, unknown name, bad config)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CorpusError(f"cannot load dataset {spec!r}: {reason}; give a Hub name or a save_to_disk folder") from err
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise CorpusError(f"dataset {spec!r} has no split {split!r} (splits: {', '.join(ds)})")
+        ds = ds[split]
+    features = ds.features
+    if field not in features or getattr(features[field], "dtype", None) not in ("string", "large_string"):
+        text_fields = [f for f, v in features.items() if getattr(v, "dtype", None) in ("string", "large_string")]
+        raise CorpusError(
+            f"dataset {spec!r} has no text field {field!r} (text fields: {', '.join(text_fields) or 'none'}); "
+            "name it as hf:NAME:CONFIG:SPLIT:FIELD"
+        )
+    name = Path(name).resolve().name if local else f"hf:{':'.join(p for p in (name, config, split) if p)}"
+    doc_ids = [f"{split}/{i}" for i in range(len(ds))]
+    return _Source(name, doc_ids, lambda i: ds[int(i)][field], f"dataset {spec}")
