@@ -64,12 +64,16 @@ def build_tiny(arch: str, seed: int = 0, attn: str = "sdpa"):
     return model.eval()
 
 
-def save_tiny(arch: str, path: Path, seed: int = 0) -> Path:
-    """Save a tiny ``arch`` model with MiniLM's tokenizer as an ordinary Hugging Face directory."""
-    model = build_tiny(arch, seed)
-    model.save_pretrained(path)
+def copy_tokenizer(path: Path) -> None:
+    """Give the model directory ``path`` MiniLM's (WordPiece, 30522 tokens) tokenizer."""
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(minilm_dir() / f, path / f)
+
+
+def save_tiny(arch: str, path: Path, seed: int = 0) -> Path:
+    """Save a tiny ``arch`` model with MiniLM's tokenizer as an ordinary Hugging Face directory."""
+    build_tiny(arch, seed).save_pretrained(path)
+    copy_tokenizer(path)
     return path
 
 

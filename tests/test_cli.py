@@ -14,7 +14,7 @@ import torch
 
 from gammalens.cli import main
 from gammalens.probe.backend import registered_probes
-from tests.conftest import REPO, save_tiny
+from tests.conftest import REPO, copy_tokenizer, save_tiny
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -132,3 +132,14 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path) -> None:
     assert proc.returncode == 2, err
     assert "interrupted" in err.strip().splitlines()[-1]
     assert not any(out.iterdir()), list(out.iterdir())
+
+
+def test_model_outside_the_attention_interface(tmp_path, capsys) -> None:
+    from transformers import BloomConfig, BloomForCausalLM
+
+    d = tmp_path / "bloom"
+    BloomForCausalLM(BloomConfig(vocab_size=30522, hidden_size=16, n_layer=1, n_head=2)).save_pretrained(d)
+    copy_tokenizer(d)
+    code, _, err = run_cli(["measure", str(d), "--corpus", "random", "--context", "32", "--out",
+                            str(tmp_path / "runs")], capsys)
+    assert_clean_failure(code, err, tmp_path / "runs", "bloom", "AttentionInterface")

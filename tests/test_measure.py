@@ -103,3 +103,12 @@ def test_verify_rejects_a_non_run_directory(tmp_path, capsys) -> None:
         main(["verify", str(tmp_path)])
     assert ex.value.code == 2
     assert "not a gammalens run directory" in capsys.readouterr().err
+
+
+def test_bf16_weights_measure_close_to_fp32(tiny_llama_dir) -> None:
+    """The probe computes in fp32 whatever the weights; bf16 weights move γ only by their own rounding."""
+    kw = {"corpus": "random", "context": 64, "windows": 4, "bootstrap": 0}
+    g32 = gammalens.measure(str(tiny_llama_dir), dtype="fp32", **kw).to_pandas().set_index("name")["gamma"]
+    g16 = gammalens.measure(str(tiny_llama_dir), dtype="bf16", **kw).to_pandas().set_index("name")["gamma"]
+    assert np.all(np.isfinite(g16))
+    assert float((g32 - g16).abs().max()) < 0.05

@@ -87,12 +87,16 @@ def resolve_model(spec: str | None) -> ModelSource:
         local = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
                                                         "tokenizer*", "*.py"])
     except Exception as err:  # offline, unknown repo, gated, …: all the same to the user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
             f"model {spec!r} is not a local directory or short name ({', '.join(sorted(embedded))}) and could not "
-            f"be fetched from the Hugging Face Hub: {first[:160]}"
+            f"be fetched from the Hugging Face Hub: {_first_line(err, 160)}"
         ) from None
     return ModelSource(spec, "hub", Path(local))
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]
 
 
 def weight_hashes(path: Path) -> dict[str, str]:
@@ -129,7 +133,7 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
     try:
         config = AutoConfig.from_pretrained(src.path)
     except Exception as err:
-        raise ModelError(f"cannot read the config of {src.id}: {str(err).splitlines()[0][:200]}") from None
+        raise ModelError(f"cannot read the config of {src.id}: {_first_line(err)}") from None
     check_softmax_attention(config)
     causal = bool(getattr(config, "is_decoder", False)) or any(
         a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
@@ -139,10 +143,16 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
         kw["device_map"] = "auto"
     try:
         with quiet_transformers():
-            model = cls.from_pretrained(src.path, **kw)
+            try:
+                model = cls.from_pretrained(src.path, **kw)
+            except ValueError as err:
+                if "scaled_dot_product_attention" not in str(err):
+                    raise
+                # no sdpa: load as is, so the probe can say the model is outside the AttentionInterface
+                model = cls.from_pretrained(src.path, **{k: v for k, v in kw.items() if k != "attn_implementation"})
             tokenizer = AutoTokenizer.from_pretrained(src.path)
     except Exception as err:
-        raise ModelError(f"cannot load {src.id} with transformers: {str(err).splitlines()[0][:200]}") from None
+        raise ModelError(f"cannot load {src.id} with transformers: {_first_line(err)}") from None
     if device != "auto":
         model.to(resolve_device(device))
     return model.eval(), tokenizer
