@@ -112,3 +112,17 @@ def test_bf16_weights_measure_close_to_fp32(tiny_llama_dir) -> None:
     g16 = gammalens.measure(str(tiny_llama_dir), dtype="bf16", **kw).to_pandas().set_index("name")["gamma"]
     assert np.all(np.isfinite(g16))
     assert float((g32 - g16).abs().max()) < 0.05
+
+
+def test_rope_model_rows_carry_the_theory_columns(tiny_llama_dir) -> None:
+    r = gammalens.measure(str(tiny_llama_dir), corpus="random", context=64, windows=3, bootstrap=20, eps=0.1)
+    m = r.model_fit
+    theta, T = 10000.0, 64  # LlamaConfig's default rope θ; the measured context
+    assert m["gamma_pade"] == pytest.approx((2 * theta - T * 2**0.5) / (2 * theta + T * 2**0.5), rel=1e-12)
+    assert m["gamma_pade_rel_error"] == pytest.approx((m["gamma"] - m["gamma_pade"]) / abs(m["gamma_pade"]))
+    # empirical D_f from the model's own null-corrected profile, recomputed here by a plain cumulative sum
+    mass = r.profile.mass_cs.sum((0, 1))[1:]
+    expected = int(np.argmax(np.cumsum(mass) >= 0.9 * mass.sum())) + 1
+    assert m["D_f_empirical"] == expected
+    heads = [row for row in r.fits if row["scope"] == "head"]
+    assert all(row["chi"] == pytest.approx(1 / abs(row["gamma"] - 1)) for row in heads)

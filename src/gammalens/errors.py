@@ -24,3 +24,7 @@ class FitError(GammalensError):
 
 class NonFiniteAttentionError(GammalensError):
     """Attention probabilities contain NaN or inf; the message names the layer and head."""
+
+
+class TheoryError(GammalensError):
+    """A theory quantity was asked for outside its domain (ε ∉ (0,1), T < 1, γ_Padé of a non-RoPE model, ...)."""

@@ -51,6 +51,8 @@ class MeasureConfig:
         Seed of the window selection, random corpora and bootstrap.
     allow_extrapolation : bool
         Allow a context beyond the model's maximum positions.
+    eps : float
+        ε of the KV window D_f: the fraction of non-sink mass allowed outside it, in (0, 1).
     """
 
     model: str | None = None
@@ -66,6 +68,7 @@ class MeasureConfig:
     bootstrap: int = 200
     seed: int = 0
     allow_extrapolation: bool = False
+    eps: float = 0.05
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -78,6 +81,7 @@ class MeasureConfig:
         need(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
         need(self.chunk_size is None or self.chunk_size >= 1, f"--chunk-size must be ≥ 1 (got {self.chunk_size})")
         need(self.bootstrap >= 0, f"--bootstrap must be ≥ 0 (got {self.bootstrap})")
+        need(0 < self.eps < 1, f"--eps must be in (0, 1) (got {self.eps})")
         need(self.dtype in {"fp32", "bf16", "fp16"}, f"--dtype must be fp32, bf16 or fp16 (got {self.dtype!r})")
         if self.fit_range is not None:
             self.parse_fit_range(self.context or 10**9)
@@ -246,6 +250,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         sink_tokens=config.sink_tokens,
     )
     fits = fit_profile(profile, FitSettings(d_min, d_max, config.bootstrap, config.seed))
+    _annotate(fits, profile, context, arch["rope_theta"], config.eps)
     t = timer.mark("fit_s", t)
     timer.marks["total_s"] = round(time.perf_counter() - timer.t0, 4)
     timer.marks["tokens_per_s"] = round(n_tok / max(timer.marks["forward_s"], 1e-9), 1)
@@ -270,6 +275,19 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     }
     run_dir = writer.write(manifest, fits, profile) if writer is not None else None
     return MeasureResult(fits=fits, profile=profile, manifest=manifest, run_dir=run_dir)
+
+
+def _annotate(fits: list[dict], profile: Any, context: int, rope_theta: float | None, eps: float) -> None:
+    """Add the theory columns (D_f, χ, lenses, γ_Padé …) to every row, from its null-corrected profile."""
+    from gammalens.theory.annotate import annotate
+
+    mass = profile.mass_cs  # (L, H, cs_horizon+1)
+    for row in fits:
+        layer, head = row["layer"], row["head"]
+        m = mass[layer, head] if head is not None else (mass[layer].sum(0) if layer is not None else mass.sum((0, 1)))
+        window = int(profile.layer_window[layer]) if layer is not None else 0
+        row.update(annotate(row["gamma"], row["gamma_ci_low"], row["gamma_ci_high"], context=context,
+                            rope_theta=rope_theta, mass=m, eps=eps, sliding_window=window or None))
 
 
 def _module_names(net: Any, probe: Any) -> list[str]:

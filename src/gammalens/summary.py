@@ -44,5 +44,11 @@ def print_summary(result: Any, console: Any = None) -> None:
                   + (f" · undetermined {c['undetermined']}" if c["undetermined"] else ""))
     console.print(f"[bold]model γ = {_f(m['gamma'])}[/] (95% CI {_f(m['gamma_ci_low'])}–{_f(m['gamma_ci_high'])}, "
                   f"R² {_f(m['r2'])}, MLE {_f(m['gamma_mle'])}) · phase {m['phase']} · sink mass {_f(m['sink_mass'])}")
+    theory = f"KV window D_f(ε={s['eps']}) = {m['D_f']} tokens (empirical, d ≤ {s['fit_range'].split(':')[1]}: " \
+             f"{m['D_f_empirical']})"
+    if m.get("gamma_pade") is not None:
+        theory += (f" · γ_Padé(θ={arch['rope_theta']:g}, T={s['context']}) = {_f(m['gamma_pade'])}, "
+                   f"error {_f(m['gamma_pade_rel_error'], 2)} · regime {m['regime']}")
+    console.print(theory)
     if result.run_dir is not None:
         console.print(f"outputs: {result.run_dir}/ (manifest.json, fits.csv, profile.npz)")

@@ -88,5 +88,5 @@ def compare_laws(d: np.ndarray, profile: np.ndarray) -> ModelComparison:
     aic_cut = _aic(wrss_cut, sw, n_eff, 3)
     names = ("power_law", "exponential", "power_law_cutoff")
     preferred = names[int(np.argmin([aic_pl, aic_ex, aic_cut]))]
-    return ModelComparison(preferred, aic_ex - aic_pl, aic_cut - aic_pl, float(pl.r2), float(ex.r2),
+    return ModelComparison(preferred, float(aic_ex - aic_pl), float(aic_cut - aic_pl), float(pl.r2), float(ex.r2),
                            float(coef[1]), float(coef[2]))

@@ -1,1 +1,7 @@
-"""The framework's formulas: pure functions of γ, θ, T and the model's geometry (no torch at import)."""
+"""The framework's formulas: pure functions of γ, θ, T and the model's geometry (no torch at import).
+
+One module per concept: ``rope`` (frequencies, wavelengths, aliasing scales), ``pade`` (γ_Padé, d_horizon,
+θ_eff, η, regime), ``kv_window`` (D_f, KV budget), ``phases``, ``thermo`` (Z, C_V, Fisher information),
+``fractional`` (Lévy index), ``annotate`` (the theory columns of every measured γ), and for
+``gammalens card``: ``architecture``, ``params``, ``kv_cache``, ``card``. Derivations: ``docs/theory.md``.
+"""
