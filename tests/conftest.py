@@ -77,6 +77,13 @@ def save_tiny(arch: str, path: Path, seed: int = 0) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_atlas(tmp_path_factory):
+    """Runs recorded by tests go to a throw-away atlas, never the user's."""
+    os.environ["GAMMALENS_ATLAS"] = str(tmp_path_factory.mktemp("atlas") / "atlas.duckdb")
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     return save_tiny("llama_gqa", tmp_path_factory.mktemp("tiny_llama"))

@@ -56,6 +56,11 @@ def measure(
                                                       "positions.")] = False,
     eps: Annotated[float, typer.Option(help="ε of the KV window D_f: fraction of non-sink mass allowed outside "
                                        "it.")] = 0.05,
+    atlas: Annotated[Path | None, typer.Option(help="Atlas file to record the run in (default: $GAMMALENS_ATLAS, "
+                                               "else ~/.local/share/gammalens/atlas.duckdb).")] = None,
+    no_atlas: Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html into the run "
+                                            "directory.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
 ) -> None:
     """Measure per-head γ, sink mass and phase of MODEL on a corpus; write a run directory."""
@@ -70,7 +75,8 @@ def measure(
         bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
     )
     with _ctrl_c_is_an_error():
-        result = run_measure(config=config, out=out, progress=not quiet)
+        result = run_measure(config=config, out=out, progress=not quiet, report=not no_report,
+                             record=not no_atlas, atlas=atlas)
     if quiet:
         print(result.run_dir)
     else:

@@ -152,7 +152,8 @@ class _Timer:
 
 
 def measure(model: str | None = None, *, config: MeasureConfig | None = None, out: Path | str | None = None,
-            progress: bool = False, **settings: Any) -> MeasureResult:
+            progress: bool = False, report: bool = True, record: bool = False, atlas: Path | str | None = None,
+            **settings: Any) -> MeasureResult:
     """Measure per-head γ, its CI, fit quality, sink mass and phase of a model.
 
     Parameters
@@ -165,6 +166,13 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         Parent directory for the run directory; None: nothing is written.
     progress : bool
         Show a progress bar (tokens/s, ETA) on stderr.
+    report : bool
+        With ``out``: write the self-contained ``report.html`` into the run directory.
+    record : bool
+        With ``out``: record the finished run in the atlas (``atlas``, else ``$GAMMALENS_ATLAS`` or the
+        user's data directory). A busy or unusable atlas only warns: the run is safe on disk.
+    atlas : Path or str, optional
+        The atlas file to record into and to draw the report's atlas map from.
     **settings
         Fields of :class:`MeasureConfig` (``corpus``, ``context``, ``windows``, ``fit_range`` …).
 
@@ -273,8 +281,34 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         "layer_modules": _module_names(net, probe),
         "result": {k: fits[-1][k] for k in ("gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass")},
     }
-    run_dir = writer.write(manifest, fits, profile) if writer is not None else None
+    run_dir = None
+    if writer is not None:
+        run_dir = writer.write(manifest, fits, profile, extras=_report_writer(atlas) if report else None)
+        if record:
+            _record(run_dir, atlas)
     return MeasureResult(fits=fits, profile=profile, manifest=manifest, run_dir=run_dir)
+
+
+def _report_writer(atlas: Path | str | None) -> Any:
+    def write(partial: Path, manifest: dict) -> None:
+        from gammalens.report import write_report
+
+        # a missing, busy or foreign atlas only drops the reference points from the report's map
+        write_report([partial], partial / "report.html", atlas=atlas, atlas_required=False)
+
+    return write
+
+
+def _record(run_dir: Path, atlas: Path | str | None) -> None:
+    import sys
+
+    from gammalens.atlas import AtlasError, record_run
+
+    try:
+        record_run(run_dir, atlas)
+    except AtlasError as err:
+        print(f"gammalens: warning: {run_dir} was not recorded in the atlas ({err}); "
+              f"record it later with `gammalens atlas record {run_dir}`", file=sys.stderr)
 
 
 def _annotate(fits: list[dict], profile: Any, context: int, rope_theta: float | None, eps: float) -> None:

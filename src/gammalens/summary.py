@@ -51,4 +51,5 @@ def print_summary(result: Any, console: Any = None) -> None:
                    f"error {_f(m['gamma_pade_rel_error'], 2)} · regime {m['regime']}")
     console.print(theory)
     if result.run_dir is not None:
-        console.print(f"outputs: {result.run_dir}/ (manifest.json, fits.csv, profile.npz)")
+        files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
+        console.print(f"outputs: {result.run_dir}/ ({files})")

@@ -1,0 +1,109 @@
+"""Printing atlas DataFrames as terminal tables for ``gammalens atlas list | show | compare``.
+
+The tables are compact views (γ with its CI in one cell, head counts as A/boundary/B); the Python API
+returns the full DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from gammalens.atlas.compare import Comparison
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or isinstance(value, str):
+        return "–" if value in (None, "") else value
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(value):
+        return "–"
+    text = f"{value:.{digits}g}"
+    return text.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def _gamma(row: Any) -> str:
+    lo, hi = row.get("gamma_ci_low"), row.get("gamma_ci_high")
+    ci = f" [{_num(lo)}, {_num(hi)}]" if _num(lo) != "–" and _num(hi) != "–" else ""
+    return _num(row.get("gamma")) + ci
+
+
+def _counts(row: Any, *names: str) -> str:
+    values = [row.get(n) for n in names]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return "–"
+    return "/".join(str(int(v)) for v in values)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=220)
+
+
+def _print(rows: list[dict[str, str]], title: str, right: set[str]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    if not rows:
+        _console().print(f"{title}: nothing matches.")
+        return
+    for column in rows[0]:
+        table.add_column(column, justify="right" if column in right else "left")
+    for row in rows:
+        table.add_row(*row.values())
+    _console().print(table)
+
+
+def print_entries(frame: pd.DataFrame, title: str) -> None:
+    """Runs and reference rows, one line each."""
+    rows = [{"kind": str(r["kind"]), "model": str(r["model_id"]), "corpus": str(r["corpus"]),
+             "θ": _num(r["theta"]), "T": _num(r["context"]), "γ [95% CI]": _gamma(r), "R²": _num(r["r2"]),
+             "phase": str(r["phase"]), "heads A/b/B": _counts(r, "heads_A", "heads_boundary", "heads_B"),
+             "sink": _num(r["sink_mass"]), "flagged": _num(_flagged(r)),
+             "id / source": str(r["run_id"] if r["kind"] == "measured" else r["source"])}
+            for _, r in frame.iterrows()]
+    _print(rows, f"{title} ({len(rows)})", {"θ", "T", "R²", "heads A/b/B", "sink", "flagged"})
+
+
+def _flagged(row: Any) -> Any:
+    low, other = row.get("heads_low_r2"), row.get("heads_not_power_law")
+    if low is None or other is None or (isinstance(low, float) and math.isnan(low)):
+        return None
+    return f"{int(low)} R², {int(other)} law"
+
+
+def print_layers(frame: pd.DataFrame, title: str) -> None:
+    """Per-layer fits, one table per run."""
+    for run_id, part in frame.groupby("run_id", sort=False):
+        rows = [{"layer": str(int(r["layer"])), "γ [95% CI]": _gamma(r), "R²": _num(r["r2"]), "phase": str(r["phase"]),
+                 "sink": _num(r["sink_mass"]), "heads A/b/B": _counts(r, "heads_A", "heads_boundary", "heads_B"),
+                 "R² < 0.85": _num(r["heads_low_r2"]), "other law": _num(r["heads_not_power_law"])}
+                for _, r in part.iterrows()]
+        _print(rows, f"{title}: {run_id}", {"layer", "R²", "sink", "heads A/b/B", "R² < 0.85", "other law"})
+
+
+def print_comparison(c: Comparison) -> None:
+    """Summary, per-layer γ and sink mass side by side, and predicted vs measured."""
+    summary = c.summary.reset_index()
+    print_entries(summary.assign(model_id=summary["label"]), "Models")
+    if len(c.layers):
+        for frame, title in ((c.layers, "Per-layer γ (heads pooled)"), (c.layer_sink_mass, "Per-layer sink mass")):
+            rows = [{"layer": str(int(layer)), **{str(k): _num(v) for k, v in row.items()}}
+                    for layer, row in frame.iterrows()]
+            _print(rows, title, set(rows[0]) if rows else set())
+    model_rows = c.predictions[c.predictions["scope"] != "head"]
+    if len(model_rows):
+        rows = [{"entry": str(r["label"]), "row": str(r["name"]), "quantity": str(r["quantity"]),
+                 "predicted by": str(r["predicted_by"]), "predicted": _num(r["predicted"]),
+                 "measured": _num(r["measured"]), "error": _num(r["error"]),
+                 "relative": f"{100 * r['rel_error']:+.1f}%" if math.isfinite(r["rel_error"]) else "–"}
+                for _, r in model_rows.iterrows()]
+        _print(rows, "Predicted vs measured (model and layers)", {"predicted", "measured", "error", "relative"})

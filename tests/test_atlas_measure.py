@@ -1,0 +1,43 @@
+"""A real measurement (the embedded MiniLM) through the atlas and the report: the run format as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import gammalens
+from gammalens.atlas import compare, connect, export_atlas, import_atlas, record_run
+from gammalens.atlas.store import scalar
+from gammalens.report import write_report
+from tests.run_fixtures import isolated_atlas  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("isolated_atlas")
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    result = gammalens.measure("minilm", context=64, windows=4, bootstrap=20, out=out)
+    return Path(result.run_dir)
+
+
+def test_measured_run_is_recorded_reported_and_shared(minilm_run: Path, tmp_path: Path) -> None:
+    atlas = tmp_path / "a.duckdb"
+    run_id = record_run(minilm_run, atlas)
+    assert run_id == minilm_run.name and record_run(minilm_run, atlas) == run_id
+    with connect(atlas, read_only=True) as con:
+        assert con.execute("SELECT n_layers, n_heads, position_encoding, rope_theta, family FROM models").fetchall() \
+            == [(6, 12, "learned", None, "minilm")]
+        assert scalar(con, "SELECT count(*) FROM head_fits") == 6 * 12
+        assert scalar(con, "SELECT count(*) FROM profiles") == 6 * 12 * 2
+        gamma = scalar(con, "SELECT gamma FROM runs")
+    c = compare(["minilm"], atlas)
+    assert c.layers.shape == (6, 1) and c.summary["gamma"].iloc[0] == pytest.approx(gamma)
+
+    page = write_report([minilm_run], tmp_path / "report.html")
+    html = page.read_text(encoding="utf-8")
+    assert "minilm" in html and "no RoPE" in html and html.count('class="plot"') >= 6
+
+    export_atlas(tmp_path / "export", atlas)
+    assert import_atlas(tmp_path / "export", tmp_path / "b.duckdb")["profiles"] == 6 * 12 * 2
