@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -35,11 +35,16 @@ class DistanceProbe:
         Queries per chunk. None: chosen so one chunk's fp32 probabilities take ≤ ``budget_bytes``.
     budget_bytes : int
         Memory budget of one chunk's probabilities when ``chunk_size`` is None.
+    observers : sequence of callables, optional
+        Further measurements on the same probabilities, each called for every chunk as
+        ``observer(layer, probs, visible, q0, layout)`` with ``probs`` (B, H, c, k) fp32 and ``visible``
+        (B, 1, c, k) bool, after the accumulator (e.g. the sink measures of :mod:`gammalens.sinks`).
     """
 
     def __init__(self, accumulator: ProfileAccumulator, chunk_size: int | None = None,
-                 budget_bytes: int = 256 * 2**20) -> None:
+                 budget_bytes: int = 256 * 2**20, observers: Sequence[Callable[..., None]] = ()) -> None:
         self.accumulator = accumulator
+        self.observers = list(observers)
         self.chunk_size = chunk_size
         self.budget_bytes = budget_bytes
         self.layout: BatchLayout | None = None
@@ -99,6 +104,8 @@ class DistanceProbe:
             scores.masked_fill_(~visible, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
             self.accumulator.add(layer, probs, visible, q0, layout, bidirectional=not causal)
+            for observe in self.observers:
+                observe(layer, probs, visible, q0, layout)
             if out is not None:
                 probs = torch.nan_to_num(probs, nan=0.0)
                 o = torch.matmul(probs.view(B, Hkv, g, q1 - q0, kend), v[:, :, None, :kend])
