@@ -86,7 +86,7 @@ class ProfileAccumulator:
 
     def add(self, layer: int, probs: torch.Tensor, visible: torch.Tensor, q0: int, layout: BatchLayout,
             bidirectional: bool) -> None:
-        """Add one chunk of queries.
+        """Add one chunk of queries (general path: any mask, causal or bidirectional).
 
         Parameters
         ----------
@@ -94,8 +94,8 @@ class ProfileAccumulator:
             Layer index.
         probs : torch.Tensor
             (batch, heads, c, k) fp32 attention probabilities of queries q0 … q0+c−1 over keys 0 … k−1
-            (k may stop at q0+c for causal layers). Rows of invalid (padding) queries may hold anything
-            finite; they are ignored.
+            (k may stop at q0+c for causal layers). Rows of invalid (padding) queries may hold anything;
+            they are ignored. Not modified.
         visible : torch.Tensor
             (batch, 1, c, k) bool: which (query, key) pairs the mask lets through.
         q0 : int
@@ -105,55 +105,105 @@ class ProfileAccumulator:
         bidirectional : bool
             Whether keys after the query are visible (encoders); adds the right-hand side.
         """
+        c, k = probs.shape[-2:]
+        w = _ChunkWeights(layout, q0, c, k, self.sink_tokens, self.cs_horizon, bidirectional, probs.device)
+        sink_sum = self._sink_sum(probs, w)
+        rows = None if w.clean else w.valid
+        by_dist = _diagonal_sums(probs, w.keep_key, rows, w.weights, q0, bidirectional)
+        pairs = _diagonal_sums(visible.to(probs.dtype), w.keep_key, rows, w.weights[:, :1], q0, bidirectional)
+        self._commit(layer, by_dist, pairs, sink_sum, w, q0 + c, bidirectional)
+
+    def add_causal_block(self, layer: int, block: torch.Tensor, c: int, kend: int, q0: int, layout: BatchLayout,
+                         visible: torch.Tensor | None) -> None:
+        """Add one chunk of a causal layer whose probabilities sit in a skew-ready block (fast path).
+
+        Parameters
+        ----------
+        layer : int
+            Layer index.
+        block : torch.Tensor
+            (batch, heads, c·kend + c − 1) with the last dimension contiguous: c − 1 zeros, then the chunk's
+            probabilities (c, kend) row-major, kend = q0 + c. Modified in place (sink keys and invalid
+            rows are zeroed).
+        c, kend, q0 : int
+            Chunk rows, keys (= q0 + c) and first query position.
+        layout : BatchLayout
+            Document starts, lengths and indices of the batch rows.
+        visible : torch.Tensor or None
+            (batch, 1, c, kend) bool visibility; None means plain causal attention over whole documents
+            (no padding, no window), whose pair counts are computed in closed form.
+
+        Notes
+        -----
+        Row i of the block starts c − 1 + i·kend elements in; reading it with row stride kend + 1 shifts
+        every row one further than the last, so column t holds distance kend − 1 − t. Reads left of key 0
+        land either in the leading zeros (row 0) or on the previous row's last keys, which are future keys
+        of that row and exactly 0 after the causal softmax — no padded copy is needed.
+        """
+        B, H = block.shape[:2]
+        probs = block[..., c - 1:].view(B, H, c, kend)
+        w = _ChunkWeights(layout, q0, c, kend, self.sink_tokens, self.cs_horizon, False, block.device)
+        sink_sum = self._sink_sum(probs, w)
+        if bool((layout.starts == 0).all()):
+            probs[..., : self.sink_tokens] = 0.0
+        else:
+            probs.mul_(w.keep_key)
+        if not w.clean:
+            probs.masked_fill_(~w.valid[:, None, :, None], 0.0)
+        skew = block.as_strided((B, H, c, kend), (block.stride(0), block.stride(1), kend + 1, 1),
+                                block.storage_offset())
+        by_dist = torch.matmul(w.weights[:, None], skew)  # (B, H, 3, kend)
+        if visible is None:
+            d = torch.arange(kend, device=block.device)
+            lo = torch.clamp(d + self.sink_tokens, min=q0)
+            pairs = (kend - lo).clamp(min=0).to(block.dtype).flip(-1)  # column t ↔ d = kend − 1 − t
+            pairs = pairs.expand(B, 1, 1, kend)
+        else:
+            pairs = _diagonal_sums(visible.to(block.dtype), w.keep_key, None if w.clean else w.valid,
+                                   w.weights[:, :1], q0, False)
+        self._commit(layer, by_dist, pairs, sink_sum, w, kend, False)
+
+    def _sink_sum(self, probs: torch.Tensor, w: _ChunkWeights) -> torch.Tensor:
+        """(B, H) summed attention on the sink keys over the queries past the sinks."""
         B, H, c, k = probs.shape
-        s, Hz = self.sink_tokens, self.cs_horizon
-        dev = probs.device
-        q_rel = torch.arange(q0, q0 + c, device=dev)[None, :] - layout.starts[:, None]  # (B, c)
-        valid = (q_rel >= 0) & (q_rel < layout.lengths[:, None])
-        k_rel = torch.arange(k, device=dev)[None, :] - layout.starts[:, None]  # (B, k)
-        sink_key = (k_rel >= 0) & (k_rel < s)
-        keep_key = (~sink_key).to(probs.dtype)[:, None, None, :]  # (B, 1, 1, k)
+        s = self.sink_tokens
+        if s == 0:
+            return probs.new_zeros(B, H)
+        if w.starts_zero:
+            sink_p = probs[..., : min(s, k)].sum(-1)  # (B, H, c)
+        else:
+            idx = (w.starts[:, None] + torch.arange(s, device=probs.device)[None, :]).clamp_(max=k - 1)
+            sink_p = probs.gather(-1, idx[:, None, None, :].expand(B, H, c, s)).sum(-1)
+            sink_p = torch.where(w.sink_key.any(-1)[:, None, None], sink_p, 0.0)
+        return torch.einsum("bhc,bc->bh", torch.nan_to_num(sink_p), w.w_sink.to(probs.dtype))
 
-        w_all = valid
-        w_left = valid & (q_rel - s >= Hz)
-        w_right = valid & (q_rel >= s) & (layout.lengths[:, None] - 1 - q_rel >= Hz) if bidirectional \
-            else torch.zeros_like(valid)
-        w_sink = valid & (q_rel >= s)
-
-        # sink mass per query, before the sink keys are zeroed
-        sink_idx = (layout.starts[:, None] + torch.arange(s, device=dev)[None, :]).clamp_(max=k - 1)
-        sink_p = probs.gather(-1, sink_idx[:, None, None, :].expand(B, H, c, s)).sum(-1)  # (B, H, c)
-        sink_p = torch.where(sink_key.any(-1)[:, None, None], sink_p, 0.0)
-        wsink = w_sink.to(probs.dtype)
-        sink_sum = torch.einsum("bhc,bc->bh", torch.nan_to_num(sink_p), wsink)
-
-        weights = torch.stack([w_all, w_left, w_right], dim=1).to(probs.dtype)  # (B, 3, c)
-        clean_rows = bool(valid.all())
-        by_dist = _diagonal_sums(probs, keep_key, None if clean_rows else valid, weights, q0, bidirectional)
+    def _commit(self, layer: int, by_dist: torch.Tensor, pairs: torch.Tensor, sink_sum: torch.Tensor,
+                w: _ChunkWeights, q_end: int, bidirectional: bool) -> None:
+        """Fold signed-distance sums into the running arrays; raise on NaN/inf naming the head."""
         if not torch.isfinite(by_dist).all() or not torch.isfinite(sink_sum).all():
             bad = (~torch.isfinite(by_dist)).flatten(2).any(-1) | ~torch.isfinite(sink_sum)  # (B, H)
             raise _non_finite(layer, int(bad.any(0).nonzero()[0, 0]))
-        vis = visible.to(probs.dtype)
-        pairs = _diagonal_sums(vis, keep_key, None if clean_rows else valid, weights[:, :1], q0, bidirectional)
-
-        left, right = _fold(by_dist, q0 + c)  # (B, H, 3, ≤q0+c), (B, H, 3, ·)
-        pl, pr = _fold(pairs, q0 + c)
+        B, H = by_dist.shape[:2]
+        Hz = self.cs_horizon
+        left, right = _fold(by_dist, q_end)  # (B, H, 3, ≤q_end), (B, H, 3, ·)
+        pl, pr = _fold(pairs, q_end)
         D = self.max_distance + 1
         self._add_trunc(self.mass[layer], left[:, :, 0].sum(0), D)
         self._add_trunc(self.pairs[layer], pl[:, 0, 0].sum(0), D)
         if bidirectional:
             self._add_trunc(self.mass[layer], right[:, :, 0].sum(0), D, offset=1)
             self._add_trunc(self.pairs[layer], pr[:, 0, 0].sum(0), D, offset=1)
-
-        cs = torch.zeros(B, H, Hz + 1, dtype=torch.float64, device=dev)
+        cs = torch.zeros(B, H, Hz + 1, dtype=torch.float64, device=by_dist.device)
         self._add_trunc(cs, left[:, :, 1], Hz + 1)
         if bidirectional:
             self._add_trunc(cs, right[:, :, 2], Hz + 1, offset=1)
-        idx = layout.doc_index
-        self.doc_mass_cs[:, layer].index_add_(0, idx, cs)
-        self.doc_queries_cs[:, layer].index_add_(0, idx, (w_left.sum(-1) + w_right.sum(-1)).double())
-        self.doc_sink_sum[:, layer].index_add_(0, idx, sink_sum.double())
-        self.doc_sink_queries[:, layer].index_add_(0, idx, w_sink.sum(-1).double())
+        queries_cs = (w.w_left.sum(-1) + w.w_right.sum(-1)).double()
+        sink_queries = w.w_sink.sum(-1).double()
+        for b, doc in enumerate(w.doc_index.tolist()):  # a handful of rows; index_add_ on views is slow on CPU
+            self.doc_mass_cs[doc, layer] += cs[b]
+            self.doc_queries_cs[doc, layer] += queries_cs[b]
+            self.doc_sink_sum[doc, layer] += sink_sum[b].double()
+            self.doc_sink_queries[doc, layer] += sink_queries[b]
 
     @staticmethod
     def _add_trunc(target: torch.Tensor, values: torch.Tensor, size: int, offset: int = 0) -> None:
@@ -161,6 +211,26 @@ class ProfileAccumulator:
         n = min(values.shape[-1], size - offset)
         if n > 0:
             target[..., offset:offset + n] += values[..., :n].double()
+
+
+class _ChunkWeights:
+    """Which queries of a chunk count where: every valid query, the common-support sides, the sink sums."""
+
+    def __init__(self, layout: BatchLayout, q0: int, c: int, k: int, s: int, horizon: int, bidirectional: bool,
+                 device: torch.device) -> None:
+        self.starts, self.doc_index = layout.starts, layout.doc_index
+        self.starts_zero = bool((layout.starts == 0).all())
+        q_rel = torch.arange(q0, q0 + c, device=device)[None, :] - layout.starts[:, None]  # (B, c)
+        self.valid = (q_rel >= 0) & (q_rel < layout.lengths[:, None])
+        self.clean = bool(self.valid.all())
+        k_rel = torch.arange(k, device=device)[None, :] - layout.starts[:, None]  # (B, k)
+        self.sink_key = (k_rel >= 0) & (k_rel < s)
+        self.keep_key = (~self.sink_key).float()[:, None, None, :]  # (B, 1, 1, k)
+        self.w_left = self.valid & (q_rel - s >= horizon)
+        self.w_right = (self.valid & (q_rel >= s) & (layout.lengths[:, None] - 1 - q_rel >= horizon)
+                        if bidirectional else torch.zeros_like(self.valid))
+        self.w_sink = self.valid & (q_rel >= s)
+        self.weights = torch.stack([self.valid, self.w_left, self.w_right], dim=1).float()  # (B, 3, c)
 
 
 def _diagonal_sums(x: torch.Tensor, keep_key: torch.Tensor, valid_rows: torch.Tensor | None,
