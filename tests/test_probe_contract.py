@@ -69,19 +69,21 @@ def brute_force(attn: np.ndarray, lengths: list[int], causal: bool, window: int 
 
 @pytest.mark.parametrize("arch", list(arch_specs()))
 @pytest.mark.parametrize("chunk", [7, None])
-def test_probe_matches_eager_reference(arch: str, chunk: int | None) -> None:
+@pytest.mark.parametrize("lengths", [LENGTHS, [N_CTX, N_CTX]], ids=["padded", "whole"])
+def test_probe_matches_eager_reference(arch: str, chunk: int | None, lengths: list[int]) -> None:
+    """Padded batches exercise the model's explicit masks; whole documents the mask-free causal fast path."""
     model = build_tiny(arch)
     eager = build_tiny(arch, attn="eager")
     eager.load_state_dict(model.state_dict())
     torch.manual_seed(1)
     ids = torch.randint(1000, 30000, (2, N_CTX))
     mask = torch.zeros(2, N_CTX, dtype=torch.long)
-    for b, n in enumerate(LENGTHS):
+    for b, n in enumerate(lengths):
         mask[b, :n] = 1
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
     acc = ProfileAccumulator(L, H, 2, N_CTX - 1, HORIZON, SINKS)
     probe = DistanceProbe(acc, chunk_size=chunk)
-    layout = BatchLayout(torch.zeros(2, dtype=torch.long), torch.tensor(LENGTHS), torch.arange(2))
+    layout = BatchLayout(torch.zeros(2, dtype=torch.long), torch.tensor(lengths), torch.arange(2))
     with torch.no_grad():
         with probing(model, probe):
             probe.set_layout(layout)
@@ -99,7 +101,7 @@ def test_probe_matches_eager_reference(arch: str, chunk: int | None) -> None:
 
     causal = arch != "bert"
     for layer, attn in enumerate(ref.attentions):
-        r = brute_force(attn.double().numpy(), LENGTHS, causal, _window(model, arch, layer))
+        r = brute_force(attn.double().numpy(), lengths, causal, _window(model, arch, layer))
         np.testing.assert_allclose(acc.mass[layer].numpy(), r["mass"], atol=ATOL, rtol=0)
         np.testing.assert_allclose(acc.pairs[layer].numpy(), r["pairs"], atol=0, rtol=0)
         np.testing.assert_allclose(acc.doc_mass_cs[:, layer].numpy(), r["cs"], atol=ATOL, rtol=0)
@@ -109,7 +111,7 @@ def test_probe_matches_eager_reference(arch: str, chunk: int | None) -> None:
         if causal:
             # each query past the sinks spreads mass 1 over sink and non-sink keys: the two sums conserve it
             total = acc.mass[layer].numpy().sum(-1) + acc.doc_sink_sum[:, layer].numpy().sum(0)
-            np.testing.assert_allclose(total, sum(n - SINKS for n in LENGTHS), atol=1e-4)
+            np.testing.assert_allclose(total, sum(n - SINKS for n in lengths), atol=1e-4)
 
 
 def test_nothing_left_registered_after_an_error() -> None:

@@ -48,7 +48,7 @@ def measure(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
     chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk (peak extra memory ∝ chunk × "
-                                                   "context). Default: chosen from a 256 MiB budget.")] = None,
+                                                   "context). Default: chosen from a 64 MiB budget.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for the 95% CI.")] = 200,
     out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")] = 0,
@@ -81,6 +81,81 @@ def measure(
         print(result.run_dir)
     else:
         print_summary(result)
+
+
+@app.command()
+def sinks(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Hub id, local model directory, or a short name ('minilm'). Default: the embedded model."),
+    ] = None,
+    corpus: Annotated[str, typer.Option(help="As for `measure`: 'stdlib', 'random', a file or folder, "
+                                        "'FILE.jsonl[:field]' or 'hf:NAME[:config][:split][:field]'.")] = "stdlib",
+    context: Annotated[int | None, typer.Option(help="Tokens per window. Default: 512, or the model's maximum "
+                                                "positions if smaller.")] = None,
+    windows: Annotated[int, typer.Option(help="Number of windows (documents) to measure.")] = 16,
+    sink_tokens: Annotated[int, typer.Option(help="K: the first K keys are the fit's sink (kept out of γ); the "
+                                             "sink mass is reported for k = 1, 4 and K.")] = 1,
+    ablate_massive: Annotated[str, typer.Option(help="The causal test: ablate massive activations where they "
+                                                "arise by setting them to zero or to their mean, and re-measure "
+                                                "sinks and γ; 'none' skips it.")] = "zero",
+    massive_abs: Annotated[float, typer.Option(help="A massive activation has |value| ≥ this (Sun et al. 2024: "
+                                               "100).")] = 100.0,
+    massive_ratio: Annotated[float, typer.Option(help="… and ≥ this multiple of the layer's median |value| "
+                                                 "(Sun et al.: 1000).")] = 1000.0,
+    sink_eps: Annotated[float, typer.Option(help="A head sinks when the first token's mean attention exceeds ε "
+                                            "(Gu et al. 2024: 0.3); the sink rate is the fraction of such "
+                                            "heads.")] = 0.3,
+    bos_variant: Annotated[bool, typer.Option(help="Also measure the windows without the BOS (or with one, for a "
+                                              "tokenizer that adds none).")] = True,
+    heads: Annotated[int, typer.Option(help="Rows of the per-head table, strongest sinks first (0: all).")] = 12,
+    fit_range: Annotated[str | None, typer.Option(help="Distance range A:B of the γ fit, 1 ≤ A < B < context. "
+                                                  "Default 1:context/2.")] = None,
+    dtype: Annotated[str, typer.Option(help="Model weights dtype: fp32, bf16 or fp16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
+    chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk. Default: from a 64 MiB "
+                                                   "budget.")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for γ's 95% CI.")] = 200,
+    out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")] = 0,
+    allow_extrapolation: Annotated[bool, typer.Option(help="Allow a context longer than the model's maximum "
+                                                      "positions.")] = False,
+    eps: Annotated[float, typer.Option(help="ε of the KV window D_f.")] = 0.05,
+    atlas: Annotated[Path | None, typer.Option(help="Atlas file to record the run in (default: $GAMMALENS_ATLAS, "
+                                               "else ~/.local/share/gammalens/atlas.duckdb).")] = None,
+    no_atlas: Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
+) -> None:
+    """Sinks per head (mass on the first tokens, sink rate, sink token, with and without BOS), massive
+    activations, and the causal test: ablate them and re-measure sinks and γ."""
+    from gammalens.measurement import MeasureConfig
+    from gammalens.sinks.run import SinkConfig, measure_sinks
+
+    sink_config = SinkConfig(eps=sink_eps, massive_abs=massive_abs, massive_ratio=massive_ratio,
+                             ablate=ablate_massive, bos_variant=bos_variant)
+    config = MeasureConfig(
+        model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
+        fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
+        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
+    )
+    with _ctrl_c_is_an_error():
+        result = measure_sinks(config=config, sinks=sink_config, out=out, progress=not quiet, report=not no_report,
+                               record=not no_atlas, atlas=atlas)
+    if quiet:
+        print(result.run_dir)
+        return
+    from gammalens.sinks.console import print_sinks
+    from gammalens.sinks.correlation import across_models
+
+    models = None
+    if not no_atlas:
+        from gammalens.atlas import AtlasError
+
+        with contextlib.suppress(AtlasError):
+            models = across_models(atlas, sink_tokens=sink_tokens)[0]
+    print_sinks(result, heads=heads, models=models)
 
 
 @app.command()
@@ -254,6 +329,91 @@ def report(
     else:
         path = write_report(run_dirs, output, atlas=atlas)
     print(path)
+
+
+zoo_app = typer.Typer(name="zoo", help="The zoo: small RoPE models trained here on stdlib text (θ × T grid), "
+                      "measured against γ_Padé and our kernel predictor.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise GammalensError(f"expected comma-separated numbers, e.g. 1e2,1e4 (got {text!r})") from None
+
+
+@zoo_app.command("train")
+def zoo_train(
+    out: Annotated[Path, typer.Option(help="Output folder: tokenizer/, heldout/, one model directory per grid point.")]
+    = Path("zoo"),
+    thetas: Annotated[str, typer.Option(help="RoPE bases θ, comma-separated.")] = "1e2,1e3,1e4,1e5,1e6",
+    contexts: Annotated[str, typer.Option(help="Training contexts T (tokens), comma-separated.")] = "128,512",
+    steps: Annotated[int, typer.Option(help="Optimizer steps per model.")] = 400,
+    tokens_per_step: Annotated[int, typer.Option(help="Stream tokens per step (a multiple of 512).")] = 2048,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the data order.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch.")] = 1,
+    force: Annotated[bool, typer.Option(help="Retrain models already trained with the same settings.")] = False,
+) -> None:
+    """Train the zoo: a BPE tokenizer and one small Llama per (θ, T), same data, seed, size and steps."""
+    from gammalens.zoo.grid import GridConfig, train_grid
+    from gammalens.zoo.train import TrainConfig
+
+    base = TrainConfig(steps=steps, tokens_per_step=tokens_per_step, lr=lr, seed=seed, device=device,
+                       threads=threads)
+    cfg = GridConfig(out=out, thetas=_floats(thetas), contexts=tuple(int(t) for t in _floats(contexts)), base=base,
+                     force=force)
+    with _ctrl_c_is_an_error():
+        train_grid(cfg)
+
+
+@zoo_app.command("measure")
+def zoo_measure(
+    zoo: Annotated[Path, typer.Option(help="Folder written by `gammalens zoo train`.")] = Path("zoo"),
+    docs: Annotated[Path, typer.Option(help="Where zoo.md, zoo.csv and zoo_layers.csv are written.")] = Path("docs"),
+    windows: Annotated[int, typer.Option(help="Windows per measurement.")] = 16,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CI.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of windows, random tokens and bootstrap.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    runs: Annotated[Path | None, typer.Option(help="Write run directories here (needed for --atlas).")] = None,
+    atlas: Annotated[Path | None, typer.Option(help="Record every run in this atlas.")] = None,
+) -> None:
+    """Measure every zoo model on held-out text and random tokens; compare γ_Padé and our predictor."""
+    from gammalens.zoo.measure import ZooMeasureConfig, measure_zoo
+    from gammalens.zoo.report import write_zoo_report
+
+    cfg = ZooMeasureConfig(zoo=zoo, windows=windows, bootstrap=bootstrap, seed=seed, device=device, runs=runs,
+                           atlas=atlas)
+    with _ctrl_c_is_an_error():
+        table = measure_zoo(cfg)
+    for path in write_zoo_report(table, docs):
+        print(path)
+
+
+@zoo_app.command("rescale")
+def zoo_rescale(
+    model: Annotated[Path, typer.Argument(help="A trained zoo model directory.")],
+    corpus: Annotated[str, typer.Option(help="Corpus to measure on (e.g. zoo/heldout).")] = "zoo/heldout",
+    factors: Annotated[str, typer.Option(help="θ multipliers, comma-separated.")] = "0.0625,0.25,1,4,16,64,256",
+    windows: Annotated[int, typer.Option(help="Windows per measurement.")] = 16,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CI.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of windows and bootstrap.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    docs: Annotated[Path, typer.Option(help="Where zoo_rescale.csv and the rescale table of zoo.md go.")]
+    = Path("docs"),
+) -> None:
+    """The θ-rescale control: measure one model with its RoPE θ multiplied at inference, weights unchanged."""
+    from gammalens.zoo.report import write_rescale_report
+    from gammalens.zoo.rescale import RescaleConfig, rescale_sweep
+
+    cfg = RescaleConfig(model=model, corpus=corpus, factors=_floats(factors), windows=windows, bootstrap=bootstrap,
+                        seed=seed, device=device)
+    with _ctrl_c_is_an_error():
+        rows = rescale_sweep(cfg)
+    for path in write_rescale_report(rows, model.name, docs):
+        print(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,7 @@ class MeasureConfig:
     batch_size : int
         Windows per forward pass.
     chunk_size : int or None
-        Queries per probe chunk; None: from a 256 MiB budget per chunk.
+        Queries per probe chunk; None: from a 64 MiB budget per chunk.
     bootstrap : int
         Bootstrap resamples over documents for the 95% CI (0: none).
     seed : int
@@ -153,6 +156,9 @@ class _Timer:
 
 def measure(model: str | None = None, *, config: MeasureConfig | None = None, out: Path | str | None = None,
             progress: bool = False, report: bool = True, record: bool = False, atlas: Path | str | None = None,
+            observers: Sequence[Callable[..., None]] = (),
+            intervention: Callable[[Any], AbstractContextManager[Any]] | None = None,
+            loaded: tuple[Any, Any] | None = None, token_windows: Any = None,
             **settings: Any) -> MeasureResult:
     """Measure per-head γ, its CI, fit quality, sink mass and phase of a model.
 
@@ -173,6 +179,18 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         user's data directory). A busy or unusable atlas only warns: the run is safe on disk.
     atlas : Path or str, optional
         The atlas file to record into and to draw the report's atlas map from.
+    observers : sequence of callables, optional
+        Further measurements on the probe's exact fp32 probabilities, passed to
+        :class:`~gammalens.probe.backend.DistanceProbe` (e.g. the sink measures of :mod:`gammalens.sinks`).
+    intervention : callable, optional
+        ``intervention(model)`` returns a context manager entered around the forward passes (inside the
+        probe), e.g. forward hooks that record or ablate massive activations; it must remove what it
+        installs on exit. γ is then the γ of the intervened model.
+    loaded : (model, tokenizer), optional
+        The already loaded model and tokenizer of ``config.model`` (which still names it in the manifest),
+        so a pipeline that measures one model several times loads it once.
+    token_windows : TokenWindows, optional
+        The windows to measure instead of loading ``config.corpus``; their width must be the context.
     **settings
         Fields of :class:`MeasureConfig` (``corpus``, ``context``, ``windows``, ``fit_range`` …).
 
@@ -208,7 +226,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     src = resolve_model(config.model)
     if config.device != "auto":
         resolve_device(config.device)
-    net, tokenizer = load_model(src, config.dtype, config.device)
+    net, tokenizer = loaded if loaded is not None else load_model(src, config.dtype, config.device)
     arch = arch_facts(net)
     context = config.context or min(DEFAULT_CONTEXT, arch["max_positions"] or DEFAULT_CONTEXT)
     if arch["max_positions"] and context > arch["max_positions"] and not config.allow_extrapolation:
@@ -220,18 +238,22 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     if config.sink_tokens >= context - d_max:
         raise FitError(f"--sink-tokens {config.sink_tokens} leaves no query that sees distances up to {d_max}; "
                        f"lower it or the fit range's upper end")
-    tw = load_windows(config.corpus, tokenizer, context, config.windows, seed=config.seed)
+    tw = token_windows if token_windows is not None else load_windows(config.corpus, tokenizer, context,
+                                                                        config.windows, seed=config.seed)
+    if tw.input_ids.shape[1] != context:
+        raise GammalensError(f"the token windows hold {tw.input_ids.shape[1]} tokens each, not the context {context}")
     t = timer.mark("load_s", t)
 
     dev = next(net.parameters()).device
     L = arch["n_layers"]
     acc = ProfileAccumulator(L, arch["n_heads"], len(tw.input_ids), context - 1, d_max, config.sink_tokens, dev)
-    probe = DistanceProbe(acc, chunk_size=config.chunk_size)
+    probe = DistanceProbe(acc, chunk_size=config.chunk_size, observers=observers)
     ids = torch.tensor(tw.input_ids, dtype=torch.long)
     n_tok = int(ids.numel())
     bar = _progress(progress, n_tok)
     try:
-        with torch.inference_mode(), probing(net, probe):
+        hooks = intervention(net) if intervention is not None else contextlib.nullcontext()
+        with torch.inference_mode(), probing(net, probe), hooks:
             for b0 in range(0, len(ids), config.batch_size):
                 batch = ids[b0:b0 + config.batch_size].to(dev)
                 probe.set_layout(BatchLayout.full(len(batch), context, first_doc=b0, device=dev))
@@ -283,32 +305,55 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     }
     run_dir = None
     if writer is not None:
-        run_dir = writer.write(manifest, fits, profile, extras=_report_writer(atlas) if report else None)
-        if record:
-            _record(run_dir, atlas)
+        run_dir = write_run(writer, manifest, fits, profile, report=report, record=record, atlas=atlas)
     return MeasureResult(fits=fits, profile=profile, manifest=manifest, run_dir=run_dir)
 
 
-def _report_writer(atlas: Path | str | None) -> Any:
-    def write(partial: Path, manifest: dict) -> None:
-        from gammalens.report import write_report
+def write_run(writer: Any, manifest: dict, fits: list[dict], profile: Any, *, report: bool = True,
+              record: bool = False, atlas: Path | str | None = None, files: dict[str, str] | None = None) -> Path:
+    """Write a run directory atomically, with ``report.html`` inside, then record it in the atlas.
 
-        # a missing, busy or foreign atlas only drops the reference points from the report's map
-        write_report([partial], partial / "report.html", atlas=atlas, atlas_required=False)
+    Parameters
+    ----------
+    writer : RunWriter
+        Owns the parent directory.
+    manifest, fits, profile
+        What :func:`measure` produced.
+    report : bool
+        Write ``report.html`` (after ``files``, so report panels can read them).
+    record : bool
+        Record the finished run in the atlas; a busy or unusable atlas only warns (the run is safe on disk).
+    atlas : Path or str, optional
+        The atlas to record into and to draw the report's map from.
+    files : dict of str to str, optional
+        Extra text files (name → content) written into the run directory before the rename.
 
-    return write
-
-
-def _record(run_dir: Path, atlas: Path | str | None) -> None:
+    Returns
+    -------
+    Path
+        The run directory.
+    """
     import sys
 
-    from gammalens.atlas import AtlasError, record_run
+    def extras(partial: Path, manifest: dict) -> None:
+        for name, text in (files or {}).items():
+            (partial / name).write_text(text, encoding="utf-8")
+        if report:
+            from gammalens.report import write_report
 
-    try:
-        record_run(run_dir, atlas)
-    except AtlasError as err:
-        print(f"gammalens: warning: {run_dir} was not recorded in the atlas ({err}); "
-              f"record it later with `gammalens atlas record {run_dir}`", file=sys.stderr)
+            # a missing, busy or foreign atlas only drops the reference points from the report's map
+            write_report([partial], partial / "report.html", atlas=atlas, atlas_required=False)
+
+    run_dir = writer.write(manifest, fits, profile, extras=extras)
+    if record:
+        from gammalens.atlas import AtlasError, record_run
+
+        try:
+            record_run(run_dir, atlas)
+        except AtlasError as err:
+            print(f"gammalens: warning: {run_dir} was not recorded in the atlas ({err}); "
+                  f"record it later with `gammalens atlas record {run_dir}`", file=sys.stderr)
+    return run_dir
 
 
 def _annotate(fits: list[dict], profile: Any, context: int, rope_theta: float | None, eps: float) -> None:

@@ -21,6 +21,7 @@ from gammalens.report.comparison import flagged_table, layer_chart, prediction_t
 from gammalens.report.decay import decay_overlay, decay_panels
 from gammalens.report.distributions import gamma_histogram, quality_scatter
 from gammalens.report.heatmaps import gamma_heatmap, sink_heatmap
+from gammalens.report.sinks_panel import sinks_panel
 from gammalens.report.svg import esc, fmt
 
 CSS = """
@@ -149,6 +150,7 @@ def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[d
              "<h3>Sink mass per head</h3>",
              '<p class="sub">Attention on the first sink tokens, measured apart from the decay and kept out of '
              "the fit.</p>", f'<div class="scroll">{sink_heatmap(run, uid + "-s")}</div>',
+             sinks_panel(run, uid + "-k"),
              "<h3>Fit quality</h3>", quality_scatter(run, uid + "-q"), flagged_table(run),
              prediction_table(run)]
     if single:
