@@ -43,6 +43,12 @@ class BatchLayout:
     lengths: torch.Tensor
     doc_index: torch.Tensor
 
+    def to(self, device: torch.device | str) -> BatchLayout:
+        """The same layout on ``device`` (layers may sit on different GPUs under ``device_map='auto'``)."""
+        if self.starts.device == torch.device(device):
+            return self
+        return BatchLayout(self.starts.to(device), self.lengths.to(device), self.doc_index.to(device))
+
     @classmethod
     def full(cls, batch: int, seq_len: int, first_doc: int = 0, device: torch.device | str = "cpu") -> BatchLayout:
         """A batch of unpadded documents of length ``seq_len``."""
@@ -183,6 +189,8 @@ class ProfileAccumulator:
         if not torch.isfinite(by_dist).all() or not torch.isfinite(sink_sum).all():
             bad = (~torch.isfinite(by_dist)).flatten(2).any(-1) | ~torch.isfinite(sink_sum)  # (B, H)
             raise _non_finite(layer, int(bad.any(0).nonzero()[0, 0]))
+        dev = self.mass.device  # with device_map='auto' the layers live on several GPUs; the sums on one
+        by_dist, pairs, sink_sum = by_dist.to(dev), pairs.to(dev), sink_sum.to(dev)
         B, H = by_dist.shape[:2]
         Hz = self.cs_horizon
         left, right = _fold(by_dist, q_end)  # (B, H, 3, ≤q_end), (B, H, 3, ·)
@@ -193,12 +201,12 @@ class ProfileAccumulator:
         if bidirectional:
             self._add_trunc(self.mass[layer], right[:, :, 0].sum(0), D, offset=1)
             self._add_trunc(self.pairs[layer], pr[:, 0, 0].sum(0), D, offset=1)
-        cs = torch.zeros(B, H, Hz + 1, dtype=torch.float64, device=by_dist.device)
+        cs = torch.zeros(B, H, Hz + 1, dtype=torch.float64, device=dev)
         self._add_trunc(cs, left[:, :, 1], Hz + 1)
         if bidirectional:
             self._add_trunc(cs, right[:, :, 2], Hz + 1, offset=1)
-        queries_cs = (w.w_left.sum(-1) + w.w_right.sum(-1)).double()
-        sink_queries = w.w_sink.sum(-1).double()
+        queries_cs = (w.w_left.sum(-1) + w.w_right.sum(-1)).double().to(dev)
+        sink_queries = w.w_sink.sum(-1).double().to(dev)
         for b, doc in enumerate(w.doc_index.tolist()):  # a handful of rows; index_add_ on views is slow on CPU
             self.doc_mass_cs[doc, layer] += cs[b]
             self.doc_queries_cs[doc, layer] += queries_cs[b]

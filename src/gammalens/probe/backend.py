@@ -90,7 +90,7 @@ class DistanceProbe:
             raise ModelError("the probe measures full-sequence forward passes only (no KV cache)")
         g = H // Hkv
         dev = query.device
-        layout = self.layout or BatchLayout.full(B, n, device=dev)
+        layout = (self.layout or BatchLayout.full(B, n)).to(dev)
         c = self.chunk_ = self.chunk_for(B, H, n)
         q = (query.float() * scale).view(B, Hkv, g, n, dh)  # (B, Hkv, g, n, dh)
         k = key.float()[:, :, None]  # (B, Hkv, 1, n, dh)
