@@ -394,7 +394,7 @@ def zoo_measure(
 
 @zoo_app.command("rescale")
 def zoo_rescale(
-    model: Annotated[Path, typer.Argument(help="A trained zoo model directory.")],
+    models: Annotated[list[Path], typer.Argument(help="One or more trained zoo model directories.")],
     corpus: Annotated[str, typer.Option(help="Corpus to measure on (e.g. zoo/heldout).")] = "zoo/heldout",
     factors: Annotated[str, typer.Option(help="θ multipliers, comma-separated.")] = "0.0625,0.25,1,4,16,64,256",
     windows: Annotated[int, typer.Option(help="Windows per measurement.")] = 16,
@@ -403,16 +403,21 @@ def zoo_rescale(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     docs: Annotated[Path, typer.Option(help="Where zoo_rescale.csv and the rescale table of zoo.md go.")]
     = Path("docs"),
+    beta: Annotated[float | None, typer.Option(help="β of γ_kernel = β·S(θ, T), as calibrated by `zoo measure`.")]
+    = None,
+    c_weights: Annotated[float | None, typer.Option(help="c of γ_weights, as calibrated by `zoo measure`.")] = None,
 ) -> None:
-    """The θ-rescale control: measure one model with its RoPE θ multiplied at inference, weights unchanged."""
+    """The θ-rescale control: measure models with their RoPE θ multiplied at inference, weights unchanged."""
     from gammalens.zoo.report import write_rescale_report
     from gammalens.zoo.rescale import RescaleConfig, rescale_sweep
 
-    cfg = RescaleConfig(model=model, corpus=corpus, factors=_floats(factors), windows=windows, bootstrap=bootstrap,
-                        seed=seed, device=device)
+    rows = []
     with _ctrl_c_is_an_error():
-        rows = rescale_sweep(cfg)
-    for path in write_rescale_report(rows, model.name, docs):
+        for model in models:
+            rows += rescale_sweep(RescaleConfig(model=model, corpus=corpus, factors=_floats(factors), windows=windows,
+                                                bootstrap=bootstrap, seed=seed, device=device, beta=beta,
+                                                c_weights=c_weights))
+    for path in write_rescale_report(rows, docs):
         print(path)
 
 

