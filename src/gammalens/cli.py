@@ -29,7 +29,7 @@ app = typer.Typer(
 def measure(
     model: Annotated[
         str | None,
-        typer.Argument(help="Hub id, local model directory, or a short name ('minilm'). Default: the embedded model."),
+        typer.Argument(help="Hub id, local model directory, or a short name ('gammalens-tiny', 'minilm'). Default: gammalens-tiny."),
     ] = None,
     corpus: Annotated[
         str,
@@ -87,7 +87,7 @@ def measure(
 def sinks(
     model: Annotated[
         str | None,
-        typer.Argument(help="Hub id, local model directory, or a short name ('minilm'). Default: the embedded model."),
+        typer.Argument(help="Hub id, local model directory, or a short name ('gammalens-tiny', 'minilm'). Default: gammalens-tiny."),
     ] = None,
     corpus: Annotated[str, typer.Option(help="As for `measure`: 'stdlib', 'random', a file or folder, "
                                         "'FILE.jsonl[:field]' or 'hf:NAME[:config][:split][:field]'.")] = "stdlib",

@@ -29,7 +29,8 @@ class MeasureConfig:
     Attributes
     ----------
     model : str or None
-        Hub id, local directory or short name (``'minilm'``); None: the embedded default.
+        Hub id, local directory or short name (``'gammalens-tiny'``, ``'minilm'``); None: the embedded default
+        (``'gammalens-tiny'``).
     corpus : str
         Corpus spec (see :func:`gammalens.corpus.load_windows`): ``'stdlib'``, ``'random'``, a path, …
     context : int or None
@@ -165,7 +166,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     Parameters
     ----------
     model : str or None
-        Hub id, local directory or short name; None: the embedded default (``'minilm'``).
+        Hub id, local directory or short name; None: the embedded default (``'gammalens-tiny'``).
     config : MeasureConfig, optional
         All settings at once; otherwise ``settings`` are passed to :class:`MeasureConfig`.
     out : Path or str, optional
