@@ -48,7 +48,7 @@ def measure(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
     chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk (peak extra memory ∝ chunk × "
-                                                   "context). Default: chosen from a 64 MiB budget.")] = None,
+                                                   "context). Default: chosen from a 32 MiB budget.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for the 95% CI.")] = 200,
     out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")] = 0,
@@ -114,7 +114,7 @@ def sinks(
     dtype: Annotated[str, typer.Option(help="Model weights dtype: fp32, bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
-    chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk. Default: from a 64 MiB "
+    chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk. Default: from a 32 MiB "
                                                    "budget.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for γ's 95% CI.")] = 200,
     out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),

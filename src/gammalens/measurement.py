@@ -48,7 +48,7 @@ class MeasureConfig:
     batch_size : int
         Windows per forward pass.
     chunk_size : int or None
-        Queries per probe chunk; None: from a 64 MiB budget per chunk.
+        Queries per probe chunk; None: from a 32 MiB budget per chunk.
     bootstrap : int
         Bootstrap resamples over documents for the 95% CI (0: none).
     seed : int

@@ -47,7 +47,7 @@ class DistanceProbe:
     """
 
     def __init__(self, accumulator: ProfileAccumulator, chunk_size: int | None = None,
-                 budget_bytes: int = 64 * 2**20, observers: Sequence[Callable[..., None]] = ()) -> None:
+                 budget_bytes: int = 32 * 2**20, observers: Sequence[Callable[..., None]] = ()) -> None:
         self.accumulator = accumulator
         self.observers = list(observers)
         self.chunk_: int | None = None  # the chunk size used by the last call
