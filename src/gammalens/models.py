@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,16 +108,26 @@ def _first_line(err: BaseException, limit: int = 200) -> str:
 
 
 def weight_hashes(path: Path) -> dict[str, str]:
-    """``{file name: sha256}`` of every weight file in ``path`` (safetensors, bin, pt)."""
+    """``{file name: sha256}`` of every weight file in ``path`` (safetensors, bin, pt).
+
+    Hashes are remembered per (file, size, modification time), so measuring one model several times
+    in a process (``gammalens sinks`` runs three passes) reads multi-GB checkpoints once.
+    """
     out = {}
     for f in sorted(path.iterdir()):
         if f.suffix in {".safetensors", ".bin", ".pt"} and f.is_file():
-            h = hashlib.sha256()
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            out[f.name] = h.hexdigest()
+            st = f.stat()
+            out[f.name] = _sha256(str(f.resolve()), st.st_size, st.st_mtime_ns)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_softmax_attention(config: Any) -> None:
