@@ -126,8 +126,7 @@ def test_shipped_model_loads_offline_and_measures():
     from gammalens.models import DEFAULT_MODEL, embedded_models
 
     path = embedded_models().get("gammalens-tiny")
-    if path is None:
-        pytest.skip("gammalens-tiny is not shipped in this checkout")
+    assert path is not None, "gammalens-tiny must ship inside the package (src/gammalens/zoo/gammalens-tiny)"
     assert DEFAULT_MODEL == "gammalens-tiny"
     assert (path / "model.safetensors").stat().st_size <= 10 * 2**20
     r = gammalens.measure("gammalens-tiny", context=128, windows=2, bootstrap=0)
