@@ -368,6 +368,9 @@ def _annotate(fits: list[dict], profile: Any, context: int, rope_theta: float | 
         window = int(profile.layer_window[layer]) if layer is not None else 0
         row.update(annotate(row["gamma"], row["gamma_ci_low"], row["gamma_ci_high"], context=context,
                             rope_theta=rope_theta, mass=m, eps=eps, sliding_window=window or None))
+        if head is not None:
+            # the η regime judges how a model or layer uses its context; one local head (γ ≥ 1) is not "Fraud"
+            row["regime"] = None
 
 
 def _module_names(net: Any, probe: Any) -> list[str]:
