@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gammalens.atlas.taf import TAF_FILE
 from gammalens.theory.phases import phase
 
-# the book's published γ atlas, read from the shared folder beside the repository (never copied into it)
-TAF_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "taf_gamma_atlas.csv"
+# the book's published γ atlas: the copy shipped inside the package as reference data
+TAF_CSV = TAF_FILE
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def isolated_atlas(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def taf_csv() -> Path:
-    assert TAF_CSV.is_file(), f"the published atlas is expected at {TAF_CSV} (shared/ beside the repository)"
+    assert TAF_CSV.is_file(), f"the published atlas ships with the package at {TAF_CSV}"
     return TAF_CSV
 
 FITS_HEADER = ["name", "scope", "layer", "head", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "gamma_mle",

@@ -9,7 +9,7 @@ import pytest
 
 from gammalens.atlas import connect, import_taf
 from gammalens.atlas.store import scalar
-from gammalens.atlas.taf import TAF_DATASET, ImportFileError
+from gammalens.atlas.taf import TAF_DATASET, TAF_FILE, TAF_SHA256, ImportFileError
 from gammalens.cli import main
 from tests.run_fixtures import isolated_atlas, taf_csv  # noqa: F401
 
@@ -103,3 +103,28 @@ def test_cli_import_taf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as missing:
         main(["atlas", "import-taf", str(tmp_path / "nope.csv"), "--atlas", str(atlas)])
     assert missing.value.code == 2 and "cannot read" in capsys.readouterr().err
+
+
+def test_shipped_copy_is_the_published_file_unchanged() -> None:
+    import hashlib
+
+    assert hashlib.sha256(TAF_FILE.read_bytes()).hexdigest() == TAF_SHA256
+    assert TAF_SHA256 in (TAF_FILE.parent / "SOURCE.md").read_text(encoding="utf-8")
+
+
+def test_cli_import_taf_without_argument_imports_the_shipped_copy(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    atlas = tmp_path / "a.duckdb"
+    with pytest.raises(SystemExit) as ok:
+        main(["atlas", "import-taf", "--atlas", str(atlas)])
+    assert ok.value.code == 0 and f"imported {data_rows(TAF_FILE)} new reference rows" in capsys.readouterr().out
+
+
+def test_field_over_the_csv_limit_is_one_clean_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "huge.csv"
+    bad.write_text(TAF_FILE.read_text(encoding="utf-8") + "m,c,1e4,0.5,0.9,,,," + "x" * 200_000 + "\n",
+                   encoding="utf-8")
+    with pytest.raises(SystemExit) as err:
+        main(["atlas", "import-taf", str(bad), "--atlas", str(tmp_path / "a.duckdb")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert err.value.code == 2 and len(lines) == 1 and f"line {data_rows(TAF_FILE) + 2}" in lines[0]

@@ -277,14 +277,15 @@ def atlas_record(
 
 @atlas_app.command("import-taf")
 def atlas_import_taf(
-    file: Annotated[Path, typer.Argument(help="The book's published γ atlas (taf_gamma_atlas.csv).")],
+    file: Annotated[Path | None, typer.Argument(help="The book's published γ atlas (taf_gamma_atlas.csv). "
+                                                "Default: the copy shipped with gammalens.")] = None,
     atlas: AtlasPath = None,
 ) -> None:
     """Import the published γ atlas (How Transformers Attend) as reference rows with their provenance."""
-    from gammalens.atlas.taf import import_taf
+    from gammalens.atlas.taf import TAF_FILE, import_taf
 
     added = import_taf(file, atlas)
-    print(f"imported {added} new reference rows from {file}")
+    print(f"imported {added} new reference rows from {file or TAF_FILE.name + ' (shipped with gammalens)'}")
 
 
 @atlas_app.command("export")

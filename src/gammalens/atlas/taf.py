@@ -6,7 +6,10 @@ RoPE), γ, R² of the log-log fit, the 95% CI of γ (may be empty), Δ(R²) powe
 empty) and the book's own source tag. Every row is checked before any is inserted; the first bad cell
 is reported with its line and column and nothing is written.
 
->>> import_taf("taf_gamma_atlas.csv")        # doctest: +SKIP
+The table ships inside the package (``gammalens/atlas/reference/``, with its source and date in
+``SOURCE.md``), so ``import_taf()`` with no file imports it.
+
+>>> import_taf()                              # doctest: +SKIP
 96
 """
 
@@ -25,6 +28,9 @@ from gammalens.errors import GammalensError
 
 TAF_DATASET = "taf_gamma_atlas"
 TAF_PROVENANCE = "How Transformers Attend (Marín 2026): published γ atlas"
+# the shipped copy (reference data; source and date in reference/SOURCE.md)
+TAF_FILE = Path(__file__).resolve().parent / "reference" / "taf_gamma_atlas.csv"
+TAF_SHA256 = "747298f852f5a4e41bf842fb9fff603224ef3ee7d7d8bcf65ed2b7d413c47894"
 # CSV column -> (atlas column, kind); kind: text (required), number (required), optional (number or empty)
 TAF_COLUMNS: dict[str, tuple[str, str]] = {
     "model": ("model_id", "text"),
@@ -60,15 +66,15 @@ def _cell(kind: str, text: str, file: Path, line: int, column: str) -> Any:
     return value
 
 
-def read_taf(file: Path | str) -> list[dict[str, Any]]:
-    """Parse and check the published atlas CSV; return atlas ``reference_fits`` rows.
+def read_taf(file: Path | str | None = None) -> list[dict[str, Any]]:
+    """Parse and check the published atlas CSV (default: the shipped copy); return ``reference_fits`` rows.
 
     Raises
     ------
     ImportFileError
         A column is missing, a row has the wrong number of cells, or a cell is malformed.
     """
-    file = Path(file)
+    file = Path(file) if file is not None else TAF_FILE
     try:
         raw = file.read_bytes()
         text = raw.decode("utf-8-sig")
@@ -77,7 +83,12 @@ def read_taf(file: Path | str) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise ImportFileError(f"{file} is not UTF-8 text; expected the published atlas CSV") from None
     file_sha = hashlib.sha256(raw).hexdigest()
-    reader = csv.reader(text.splitlines())
+    parser, table = csv.reader(text.splitlines()), []
+    try:
+        table.extend(parser)
+    except csv.Error as err:  # e.g. a field over the csv module's limit
+        raise ImportFileError(f"{file} line {parser.line_num}: not a readable CSV row ({err})") from None
+    reader = iter(table)
     header = [h.strip() for h in next(reader, [])]
     for column in TAF_COLUMNS:
         if column not in header:
@@ -106,15 +117,15 @@ def read_taf(file: Path | str) -> list[dict[str, Any]]:
     return rows
 
 
-def import_taf(file: Path | str, atlas: Path | str | None = None) -> int:
+def import_taf(file: Path | str | None = None, atlas: Path | str | None = None) -> int:
     """Import the published γ atlas into the atlas as reference rows, in one transaction.
 
     Re-importing the same rows adds nothing (a row's id is a hash of its cells).
 
     Parameters
     ----------
-    file : Path
-        The published atlas CSV (``taf_gamma_atlas.csv``).
+    file : Path, optional
+        The published atlas CSV (``taf_gamma_atlas.csv``); default: the copy shipped in the package.
     atlas : Path, optional
         Atlas file; default ``$GAMMALENS_ATLAS`` or the user data directory.
 
