@@ -62,6 +62,8 @@ def measure(
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html into the run "
                                             "directory.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (run directory, model result, "
+                                          "per-layer rows) instead of the tables.")] = False,
 ) -> None:
     """Measure per-head γ, sink mass and phase of MODEL on a corpus; write a run directory."""
 
@@ -75,9 +77,15 @@ def measure(
         bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
     )
     with _ctrl_c_is_an_error():
-        result = run_measure(config=config, out=out, progress=not quiet, report=not no_report,
+        result = run_measure(config=config, out=out, progress=not (quiet or as_json), report=not no_report,
                              record=not no_atlas, atlas=atlas)
-    if quiet:
+    if as_json:
+        import json
+
+        from gammalens.summary import summary_dict
+
+        print(json.dumps(summary_dict(result), indent=2, ensure_ascii=False))
+    elif quiet:
         print(result.run_dir)
     else:
         print_summary(result)
@@ -127,6 +135,8 @@ def sinks(
     no_atlas: Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (run directory, model result, "
+                                          "per-layer rows) instead of the tables.")] = False,
 ) -> None:
     """Sinks per head (mass on the first tokens, sink rate, sink token, with and without BOS), massive
     activations, and the causal test: ablate them and re-measure sinks and γ."""
@@ -141,8 +151,15 @@ def sinks(
         bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
     )
     with _ctrl_c_is_an_error():
-        result = measure_sinks(config=config, sinks=sink_config, out=out, progress=not quiet, report=not no_report,
-                               record=not no_atlas, atlas=atlas)
+        result = measure_sinks(config=config, sinks=sink_config, out=out, progress=not (quiet or as_json),
+                               report=not no_report, record=not no_atlas, atlas=atlas)
+    if as_json:
+        import json
+
+        from gammalens.sinks.console import sinks_summary
+
+        print(json.dumps(sinks_summary(result), indent=2, ensure_ascii=False))
+        return
     if quiet:
         print(result.run_dir)
         return

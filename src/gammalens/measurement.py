@@ -221,7 +221,8 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     elif model is not None or settings:
         raise GammalensError("pass either config= or model/settings, not both")
     timer = _Timer()
-    writer = RunWriter(Path(out)) if out is not None else None  # checks writability before any work
+    # checks writability before any work; the folder itself is made only when the run is written
+    writer = RunWriter(Path(out), lazy=True) if out is not None else None
 
     t = timer.t0
     src = resolve_model(config.model)

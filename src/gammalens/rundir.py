@@ -40,14 +40,26 @@ class RunWriter:
     """Creates ``<parent>/<run_id>/`` atomically.
 
     The parent's writability is checked at construction, before any expensive work, so an unwritable
-    ``--out`` fails in a second, not after the forward passes.
+    ``--out`` fails in a second, not after the forward passes. With ``lazy=True`` a parent that does not
+    exist yet is checked through its nearest existing ancestor and created only when the run is written,
+    so a run that fails leaves no empty ``--out`` folder behind; otherwise it is created now.
     """
 
-    def __init__(self, parent: Path) -> None:
+    def __init__(self, parent: Path, *, lazy: bool = False) -> None:
         self.parent = Path(parent)
+        if not lazy:
+            try:
+                self.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise GammalensError(f"output directory {self.parent} cannot be created ({err.strerror}); "
+                                     "pass --out DIR") from None
+        existing = self.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
         try:
-            self.parent.mkdir(parents=True, exist_ok=True)
-            probe = self.parent / f".gammalens-write-test-{os.getpid()}"
+            if not existing.is_dir():
+                raise NotADirectoryError(20, "not a directory", str(existing))
+            probe = existing / f".gammalens-write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as err:
@@ -55,6 +67,10 @@ class RunWriter:
 
     def write(self, manifest: dict, fits: list[dict], profile: Any, extras: Any = None) -> Path:
         """Write manifest, fits.csv and profile.npz; ``extras(partial_dir)`` may add files before the rename."""
+        try:
+            self.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise GammalensError(f"output directory {self.parent} cannot be created ({err.strerror}); pass --out DIR") from None
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(manifest["model"]["id"])).name or "model").strip("-")
         digest = hashlib.sha256(json.dumps(_jsonable(manifest["settings"]), sort_keys=True).encode()).hexdigest()[:8]
         run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest}"

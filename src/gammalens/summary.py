@@ -13,10 +13,11 @@ def _f(x: Any, nd: int = 3) -> str:
 
 def print_summary(result: Any, console: Any = None) -> None:
     """Print a rich summary of a :class:`~gammalens.measurement.MeasureResult`."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from gammalens import terminal
+
+    console = console or terminal.console()
     man, fits = result.manifest, result.fits
     arch, s = man["model"]["arch"], man["settings"]
     heads = [r for r in fits if r["scope"] == "head"]
@@ -50,6 +51,28 @@ def print_summary(result: Any, console: Any = None) -> None:
         theory += (f" · γ_Padé(θ={arch['rope_theta']:g}, T={s['context']}) = {_f(m['gamma_pade'])}, "
                    f"error {_f(m['gamma_pade_rel_error'], 2)} · regime {m['regime']}")
     console.print(theory)
+    if man.get("taf"):
+        from gammalens.taf.alongside import summary_line
+
+        console.print(summary_line(man["taf"], m["gamma"]))
     if result.run_dir is not None:
         files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
         console.print(f"outputs: {result.run_dir}/ ({files})")
+
+
+def summary_dict(result: Any) -> dict:
+    """The summary for scripts (``gammalens measure --json``): run directory, model, settings, the model's
+    result and one row per layer. Non-finite numbers become ``null``.
+
+    >>> json.dumps(summary_dict(result))          # doctest: +SKIP
+    """
+    from gammalens.rundir import _jsonable
+
+    man = result.manifest
+    keep = ("name", "layer", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass", "preferred_model")
+    return _jsonable({
+        "run_dir": str(result.run_dir) if result.run_dir is not None else None,
+        "model": man["model"]["id"], "corpus": man["corpus"]["name"], "settings": man["settings"],
+        "result": man["result"], "model_fit": result.model_fit,
+        "layers": [{k: r.get(k) for k in keep} for r in result.fits if r["scope"] == "layer"],
+    })

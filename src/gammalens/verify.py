@@ -52,7 +52,7 @@ def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
     man = read_manifest(run_dir)
     old = {r["name"]: r for r in read_fits_csv(Path(run_dir) / "fits.csv")}
     s = dict(man["settings"])
-    s["model"] = man["model"]["path"] if man["model"]["source"] == "local" else man["model"]["id"]
+    s["model"] = man["model"]["path"] if man["model"]["source"] in ("local", "gguf") else man["model"]["id"]
     known = set(MeasureConfig.__dataclass_fields__)
     new = measure(config=MeasureConfig(**{k: v for k, v in s.items() if k in known}))
     notes = []
@@ -80,9 +80,9 @@ def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
 
 def print_verdict(v: Verdict, console: Any = None) -> None:
     """One-screen verdict: match or not, the largest difference and where."""
-    from rich.console import Console
+    from gammalens import terminal
 
-    console = console or Console()
+    console = console or terminal.console()
     mark = "[green]✅ verified[/]" if v.ok else "[red]❌ does not reproduce[/]"
     console.print(f"{mark}: max |Δγ| = {v.max_abs_diff:.2e} ({v.worst}) with tolerance {v.tolerance:g}; "
                   f"model γ recorded {v.model_gamma[0]:.4f}, re-measured {v.model_gamma[1]:.4f}")

@@ -42,10 +42,9 @@ def _counts(row: Any, *names: str) -> str:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from gammalens import terminal
 
-    console = Console()
-    return console if console.is_terminal else Console(width=220)
+    return terminal.console()
 
 
 def _print(rows: list[dict[str, str]], title: str, right: set[str]) -> None:

@@ -155,7 +155,7 @@ def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[d
              prediction_table(run)]
     if single:
         parts += ["<h3>On the atlas map</h3>", atlas_map([run], [label], points, uid + "-m")]
-    parts += [f'<p class="note">Receipt: <code>gammalens verify {esc(run.path.name)}</code> re-runs this '
+    parts += [f'<p class="note">Receipt: <code>gammalens verify {esc(run.run_id)}</code> re-runs this '
               "measurement from its manifest and checks γ.</p></section>"]
     return "".join(parts)
 

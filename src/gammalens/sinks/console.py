@@ -34,10 +34,11 @@ def print_sinks(result: SinkResult, *, heads: int = 12, models: Correlation | No
     models : Correlation, optional
         γ ⟂ sink across the atlas's models, printed when given.
     """
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from gammalens import terminal
+
+    console = console or terminal.console()
     b, m, eps, k = result.baseline, result.massive, result.eps, result.sink_k
     man = result.measurement.manifest if result.measurement is not None else None
     if man is not None:
@@ -142,3 +143,13 @@ def _head_table(result: SinkResult, heads: int, console: Any) -> None:
                   f"{r['sink_kind']} ({r['sink_kind_share']:.0%})",
                   *[_f(r[c], sign=c.startswith("delta")) for c in extra])
     console.print(t)
+
+
+def sinks_summary(result: SinkResult) -> dict:
+    """The summary for scripts (``gammalens sinks --json``): run directory, model, the model-level sink columns
+    and one row per layer. Non-finite numbers become ``null``."""
+    from gammalens.rundir import _jsonable
+
+    return _jsonable({"run_dir": str(result.run_dir) if result.run_dir is not None else None, "model": result.model,
+                      "settings": result.settings, "model_columns": result.model_columns(),
+                      "layers": result.layers().to_dict("records")})

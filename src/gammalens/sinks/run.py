@@ -145,7 +145,8 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
     ks = tuple(sorted({*sinks.ks, *([config.sink_tokens] if config.sink_tokens else [])}))
     if config.context is not None:
         _check_ks(ks, config.context, "the context")
-    writer = RunWriter(Path(out)) if out is not None else None  # checks writability before any work
+    # checks writability before any work; the folder itself is made only when the run is written
+    writer = RunWriter(Path(out), lazy=True) if out is not None else None
 
     if net is None:
         net, tokenizer = load_model(resolve_model(config.model), config.dtype, config.device)

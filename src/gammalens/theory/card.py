@@ -312,10 +312,11 @@ def _gib(n: int | None) -> str:
 
 def render(card: ConfigCard, console: Any = None) -> None:
     """Print the card as rich tables: facts and predictions, then the verdicts."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from gammalens import terminal
+
+    console = console or terminal.console()
     a, r, p, m = card.architecture, card.rope, card.prediction, card.memory
     facts = Table(title=f"gammalens card · {card.source}", show_header=False, title_justify="left")
     facts.add_column(style="bold")
