@@ -439,6 +439,11 @@ def zoo_rescale(
         print(path)
 
 
+from gammalens.claims.commands import claims_app  # noqa: E402  (the ledger of claims; its own module)
+
+app.add_typer(claims_app, name="claims")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning bad input into one line and exit code 2."""
     try:
