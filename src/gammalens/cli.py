@@ -56,6 +56,16 @@ def measure(
                                                       "positions.")] = False,
     eps: Annotated[float, typer.Option(help="ε of the KV window D_f: fraction of non-sink mass allowed outside "
                                        "it.")] = 0.05,
+    estimator: Annotated[str, typer.Option(help="null: our null-corrected estimator; taf: also the book's estimator "
+                                           "(tafagent diagnose_model.py: last query on key 49 in windows of d + 50, "
+                                           "OLS of ln A on ln d), next to ours in the summary, manifest and atlas "
+                                           "(docs/taf_estimator.md).")] = "null",
+    taf_windows: Annotated[int, typer.Option(help="With --estimator taf: windows per distance d.")] = 30,
+    taf_max_distance: Annotated[int | None, typer.Option(help="With --estimator taf: largest d of 10, 20, 30, 50, "
+                                                         "100, 200, 500, 1000, 2000. Default: all that fit the "
+                                                         "model's positions.")] = None,
+    taf_fit_min_distance: Annotated[int | None, typer.Option(help="With --estimator taf: smallest d in its fit (the "
+                                                             "book's atlas rows: 30). Default: all.")] = None,
     atlas: Annotated[Path | None, typer.Option(help="Atlas file to record the run in (default: $GAMMALENS_ATLAS, "
                                                "else ~/.local/share/gammalens/atlas.duckdb).")] = None,
     no_atlas: Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")] = False,
@@ -75,6 +85,8 @@ def measure(
         model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
         fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
         bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
+        estimator=estimator, taf_windows=taf_windows, taf_max_distance=taf_max_distance,
+        taf_fit_min_distance=taf_fit_min_distance,
     )
     with _ctrl_c_is_an_error():
         result = run_measure(config=config, out=out, progress=not (quiet or as_json), report=not no_report,

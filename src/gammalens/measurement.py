@@ -57,6 +57,16 @@ class MeasureConfig:
         Allow a context beyond the model's maximum positions.
     eps : float
         ε of the KV window D_f: the fraction of non-sink mass allowed outside it, in (0, 1).
+    estimator : str
+        ``'null'``: gammalens's null-corrected estimator only; ``'taf'``: also the book's estimator
+        (:mod:`gammalens.taf`), recorded under the manifest's ``taf`` key — ours always runs.
+    taf_windows : int
+        With ``estimator='taf'``: windows per distance d (each d + 50 tokens of the same corpus and seed).
+    taf_max_distance : int or None
+        With ``estimator='taf'``: the largest d of {10, 20, 30, 50, 100, 200, 500, 1000, 2000}; None: all that
+        fit the model's positions.
+    taf_fit_min_distance : int or None
+        With ``estimator='taf'``: the smallest d in its fit (the book's atlas rows: 30); None: all.
     """
 
     model: str | None = None
@@ -73,6 +83,10 @@ class MeasureConfig:
     seed: int = 0
     allow_extrapolation: bool = False
     eps: float = 0.05
+    estimator: str = "null"  # 'taf': also the book's estimator, next to ours
+    taf_windows: int = 30
+    taf_max_distance: int | None = None
+    taf_fit_min_distance: int | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -87,6 +101,12 @@ class MeasureConfig:
         need(self.bootstrap >= 0, f"--bootstrap must be ≥ 0 (got {self.bootstrap})")
         need(0 < self.eps < 1, f"--eps must be in (0, 1) (got {self.eps})")
         need(self.dtype in {"fp32", "bf16", "fp16"}, f"--dtype must be fp32, bf16 or fp16 (got {self.dtype!r})")
+        need(self.estimator in {"null", "taf"}, f"--estimator must be null or taf (got {self.estimator!r})")
+        need(self.taf_windows >= 1, f"--taf-windows must be at least 1 (got {self.taf_windows})")
+        need(self.taf_max_distance is None or self.taf_max_distance >= 1,
+             f"--taf-max-distance must be at least 1 (got {self.taf_max_distance})")
+        need(self.taf_fit_min_distance is None or self.taf_fit_min_distance >= 1,
+             f"--taf-fit-min-distance must be at least 1 (got {self.taf_fit_min_distance})")
         if self.fit_range is not None:
             self.parse_fit_range(self.context or 10**9)
 
@@ -245,6 +265,12 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     if tw.input_ids.shape[1] != context:
         raise GammalensError(f"the token windows hold {tw.input_ids.shape[1]} tokens each, not the context {context}")
     t = timer.mark("load_s", t)
+    taf = None
+    if config.estimator == "taf":  # the book's estimator next to ours (gammalens.taf); fails before any output
+        from gammalens.taf.alongside import run_alongside
+
+        taf = run_alongside((net, tokenizer), config)
+        t = timer.mark("taf_s", t)
 
     dev = next(net.parameters()).device
     L = arch["n_layers"]
@@ -305,6 +331,8 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         "layer_modules": _module_names(net, probe),
         "result": {k: fits[-1][k] for k in ("gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass")},
     }
+    if taf is not None:
+        manifest["taf"] = taf
     run_dir = None
     if writer is not None:
         run_dir = write_run(writer, manifest, fits, profile, report=report, record=record, atlas=atlas)

@@ -47,6 +47,8 @@ COLUMN_DOCS = {
     "delta_r2_pow_exp": "R²(power law) − R²(exponential)",
     "name": "stable dotted key: layers.3.heads.5, layers.3 or model",
     "scope": "head, layer (heads pooled) or model (all heads pooled)",
+    "estimator": "null: gammalens's null-corrected fit (every fits.csv row); taf: the book's estimator (row `taf`: "
+                 "last query's weight on key 49 in windows of d + 50 tokens, OLS of ln A on ln d; not null-corrected)",
     "profiles.kind": "null_corrected or naive",
     "distance": "query–key distances d (tokens)",
     "profiles.value": "mean attention at each distance (probability per query; per query–key pair for `naive`)",

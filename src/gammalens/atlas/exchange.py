@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gammalens.atlas.card import dataset_card
-from gammalens.atlas.schema import DATA_TABLES, PRIMARY_KEYS, SCHEMA_VERSION, TABLES
+from gammalens.atlas.schema import ADDED_COLUMNS, DATA_TABLES, OLDEST_IMPORTABLE, PRIMARY_KEYS, SCHEMA_VERSION, TABLES
 from gammalens.atlas.store import AtlasError, connect, scalar, transaction
 from gammalens.atlas.taf import ImportFileError
 
@@ -88,6 +88,15 @@ def export_atlas(target: Path | str, atlas: Path | str | None = None, *, force: 
             shutil.rmtree(old, ignore_errors=True)
         else:
             partial.rename(target)
+    except OSError as err:  # disk full, no permission, a missing parent folder
+        raise AtlasError(f"cannot write the export {target} ({err.strerror or err}); nothing was written") from None
+    except Exception as err:
+        import duckdb
+
+        if isinstance(err, duckdb.Error):  # e.g. the Parquet writer on a full disk
+            raise AtlasError(f"cannot write the export {target} ({str(err).splitlines()[0]}); nothing was "
+                             "written") from None
+        raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return counts
@@ -102,9 +111,9 @@ def _check_export(source: Path) -> None:
         raise ImportFileError(f"{source} is not a gammalens atlas export (no readable atlas.json)") from None
     if not isinstance(info, dict) or info.get("format") != EXPORT_FORMAT:
         raise ImportFileError(f"{source / 'atlas.json'}: format is not {EXPORT_FORMAT!r}")
-    if info.get("schema_version") != SCHEMA_VERSION:
+    if info.get("schema_version") not in range(OLDEST_IMPORTABLE, SCHEMA_VERSION + 1):
         raise ImportFileError(f"{source} holds atlas schema v{info.get('schema_version')}; this gammalens "
-                              f"imports v{SCHEMA_VERSION} — export it again with a matching gammalens")
+                              f"imports v{OLDEST_IMPORTABLE}–v{SCHEMA_VERSION} — export it again with a matching gammalens")
     for table in DATA_TABLES:
         if not (source / "data" / f"{table}.parquet").is_file():
             raise ImportFileError(f"{source}: data/{table}.parquet is missing")
@@ -132,6 +141,7 @@ def import_atlas(source: Path | str, atlas: Path | str | None = None) -> dict[st
     added: dict[str, int] = {}
     with connect(atlas) as con:
         files = {t: _sql_path(source / "data" / f"{t}.parquet") for t in DATA_TABLES}
+        source_of: dict[tuple[str, str], str] = {}  # (table, column) → SQL expression read from the export
         for table, file in files.items():
             try:
                 present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{file}')").fetchall()}
@@ -139,7 +149,11 @@ def import_atlas(source: Path | str, atlas: Path | str | None = None) -> dict[st
                 raise ImportFileError(f"{source}/data/{table}.parquet is not readable Parquet "
                                       f"({str(err).splitlines()[0]})") from None
             for column in TABLES[table]:
-                if column not in present:
+                if column in present:
+                    source_of[table, column] = f'"{column}"'
+                elif (table, column) in ADDED_COLUMNS:  # an export of an older schema
+                    source_of[table, column] = ADDED_COLUMNS[table, column]
+                else:
                     raise ImportFileError(f"{source}/data/{table}.parquet: column '{column}' is missing")
         with transaction(con):
             con.execute("CREATE TEMP TABLE _new_runs AS SELECT DISTINCT run_id FROM read_parquet("
@@ -148,7 +162,7 @@ def import_atlas(source: Path | str, atlas: Path | str | None = None) -> dict[st
                 before = scalar(con, f'SELECT count(*) FROM "{table}"')
                 columns = TABLES[table]
                 names = ", ".join(f'"{c}"' for c in columns)
-                casts = ", ".join(f'CAST("{c}" AS {t})' for c, t in columns.items())
+                casts = ", ".join(f'CAST({source_of[table, c]} AS {t})' for c, t in columns.items())
                 where = " WHERE run_id IN (SELECT run_id FROM _new_runs)" if table in _RUN_TABLES else ""
                 conflict = "" if table in _RUN_TABLES else " ON CONFLICT DO NOTHING"
                 try:

@@ -148,12 +148,23 @@ def run_rows(run: RunFiles, digest: str) -> dict[str, Any]:
     record = {k: _finite(v) for k, v in record.items()}
     fits, extras = [], []
     for row in run.fits:
-        fits.append({"run_id": run.run_id, **{c: _finite(row[c]) for c in FIT_COLUMNS}})
+        fits.append({"run_id": run.run_id, **{c: _finite(row[c]) for c in FIT_COLUMNS}, "estimator": "null"})
         for column, value in row["extras"].items():
             number = value if isinstance(value, float) else None
             extras.append({"run_id": run.run_id, "name": row["name"], "column_name": column,
                            "value": _finite(number), "text": None if number is not None else str(value)})
+    if manifest.get("taf"):  # the book's estimator, run next to ours (gammalens.taf)
+        fits.append(taf_row(run.run_id, manifest["taf"]))
     return {"model": model, "run": record, "fits": fits, "fit_extras": extras, "profiles": profile_rows(run)}
+
+
+def taf_row(run_id: str, taf: dict[str, Any]) -> dict[str, Any]:
+    """The ``fits`` row of the book's estimator (manifest ``taf``): name ``taf``, scope model, no CI or phase."""
+    used = taf.get("fit_distances") or []
+    return {"run_id": run_id, "name": "taf", "scope": "model", "layer": None, "head": None,
+            "gamma": _finite(taf.get("gamma")), "r2": _finite(taf.get("r2")), "method": "taf_ols_loglog",
+            "fit_d_min": min(used) if used else None, "fit_d_max": max(used) if used else None,
+            "n_docs": taf.get("n_windows"), "estimator": "taf"}
 
 
 def sample_distances(n: int) -> np.ndarray:

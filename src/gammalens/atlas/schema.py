@@ -8,6 +8,10 @@ v0
 v1
     ``fit_extras`` (one row per extra column, so new predicted quantities need no schema change) and
     ``profiles`` (sampled decay profiles).
+v2
+    ``fits.estimator``: ``'null'`` (gammalens's null-corrected estimator: every row of ``fits.csv``) or
+    ``'taf'`` (the book's estimator, :mod:`gammalens.taf`: one row named ``taf`` per run measured with
+    ``--estimator taf``). Older rows become ``'null'``.
 
 A migration is a function ``(connection) -> None`` registered in :data:`MIGRATIONS` under the version it
 upgrades *from*; :func:`migrate` applies them in order inside the caller's transaction.
@@ -19,7 +23,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ATLAS_FORMAT = "gammalens.atlas"
 
 # table -> {column: DuckDB type}; the order is the column order of the table and of its Parquet export.
@@ -93,6 +97,7 @@ TABLES: dict[str, dict[str, str]] = {
         "r2_exponential": "DOUBLE",
         "cutoff_lambda": "DOUBLE",
         "n_docs": "INTEGER",
+        "estimator": "VARCHAR",             # null (null-corrected, ours) or taf (the book's); v2
     },
     "fit_extras": {
         "run_id": "VARCHAR",
@@ -146,7 +151,8 @@ DATA_TABLES = ("models", "runs", "fits", "fit_extras", "profiles", "reference_fi
 VIEWS = {
     "head_fits": "SELECT * FROM fits WHERE scope = 'head'",
     "layer_fits": "SELECT * FROM fits WHERE scope = 'layer'",
-    "model_fits": "SELECT * FROM fits WHERE scope = 'model'",
+    "model_fits": "SELECT * FROM fits WHERE scope = 'model' AND estimator = 'null'",
+    "taf_fits": "SELECT * FROM fits WHERE estimator = 'taf'",   # the book's estimator, next to model_fits
 }
 
 
@@ -177,11 +183,13 @@ def drop_views(con: Any) -> None:
 
 
 # --- v0, kept for its migration -------------------------------------------------------------------
+FITS_V1 = {c: t for c, t in TABLES["fits"].items() if c != "estimator"}  # fits columns of v0 and v1
+
 SCHEMA_V0: dict[str, dict[str, str]] = {
     "meta": TABLES["meta"],
     "models": TABLES["models"],
     "runs": TABLES["runs"],
-    "fits": {**TABLES["fits"], "extras": "VARCHAR"},   # JSON {column: value}
+    "fits": {**FITS_V1, "extras": "VARCHAR"},   # JSON {column: value}
     "reference_fits": TABLES["reference_fits"],
 }
 
@@ -203,16 +211,25 @@ def _migrate_0_to_1(con: Any) -> None:
             text = None if number is not None else str(value)
             con.execute("INSERT INTO fit_extras VALUES (?, ?, ?, ?, ?)", [run_id, name, column, number, text])
     # DuckDB cannot drop a column of a table with a primary key in place: rebuild the table.
-    columns = ", ".join(f'"{c}"' for c in TABLES["fits"])
+    columns = ", ".join(f'"{c}"' for c in FITS_V1)
     con.execute(f"CREATE TABLE fits_v1 AS SELECT {columns} FROM fits")
     con.execute("DROP TABLE fits")
-    con.execute(create_table_sql("fits"))
+    con.execute(create_table_sql("fits", FITS_V1))
     con.execute(f"INSERT INTO fits SELECT {columns} FROM fits_v1")
     con.execute("DROP TABLE fits_v1")
     con.execute(create_table_sql("profiles"))
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {0: _migrate_0_to_1}
+def _migrate_1_to_2(con: Any) -> None:
+    """v1 → v2: ``fits.estimator``, ``'null'`` for every existing row (they are all null-corrected fits)."""
+    con.execute("ALTER TABLE fits ADD COLUMN estimator VARCHAR DEFAULT 'null'")
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+
+# columns added since v1, with the SQL value older rows take: lets an import read a v1 export
+ADDED_COLUMNS: dict[tuple[str, str], str] = {("fits", "estimator"): "'null'"}
+OLDEST_IMPORTABLE = 1
 
 
 def migrate(con: Any, from_version: int) -> None:
