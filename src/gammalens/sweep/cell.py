@@ -1,0 +1,94 @@
+"""One cell of a sweep: an ordinary measurement written as a run directory, never recorded here.
+
+:func:`run_cell` is what every executor runs (in this process, in a process pool, or as a Ray task). It
+goes through :func:`gammalens.measurement.measure` like ``gammalens measure`` does; the run directory is
+written atomically, and the atlas is left to the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CRASH_ONCE_ENV = "_GAMMALENS_SWEEP_CRASH_ONCE"  # test hook: a marker path; the first cell to run dies hard
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What a worker sends back to the driver.
+
+    Attributes
+    ----------
+    ok : bool
+        The run directory was written.
+    run_dir : str or None
+        Its path.
+    error : str or None
+        One line: why the cell failed.
+    seconds : float
+        Wall time of the cell inside the worker, model loading included (s).
+    """
+
+    ok: bool
+    run_dir: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellOutcome:
+        return cls(**d)
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """``str(err)``'s first non-empty line; the exception's type is named unless it is a gammalens error."""
+    from gammalens.errors import GammalensError
+
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if not isinstance(err, GammalensError):
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text[:limit]
+
+
+def run_cell(settings: dict[str, Any], out: str, report: bool = False, threads: int | None = None) -> dict[str, Any]:
+    """Measure one cell into ``out`` and return a :class:`CellOutcome` as a dict (picklable, version-proof).
+
+    Parameters
+    ----------
+    settings : dict
+        :class:`~gammalens.measurement.MeasureConfig` fields of the cell.
+    out : str
+        Parent directory of the run directory (shared by all workers of a sweep).
+    report : bool
+        Also write ``report.html`` into the run directory.
+    threads : int, optional
+        torch CPU threads for this cell (restored afterwards).
+
+    Any ``Exception`` becomes a failed outcome with its one-line error; ``KeyboardInterrupt`` (Ctrl-C, a
+    cancelled Ray task) propagates after the run writer has removed its partial folder.
+    """
+    t0 = time.perf_counter()
+    marker = os.environ.get(CRASH_ONCE_ENV)
+    if marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(17)  # simulate a worker lost mid-cell (OOM killer, preempted node)
+    try:
+        import torch
+
+        from gammalens.measurement import MeasureConfig, measure
+
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            result = measure(config=MeasureConfig(**settings), out=out, report=report, record=False)
+        finally:
+            torch.set_num_threads(before)
+        return CellOutcome(ok=True, run_dir=str(result.run_dir), seconds=time.perf_counter() - t0).to_dict()
+    except Exception as err:
+        return CellOutcome(ok=False, error=one_line(err), seconds=time.perf_counter() - t0).to_dict()
