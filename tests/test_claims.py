@@ -244,3 +244,32 @@ def test_slow_zoo_receipt_runs_end_to_end_on_a_smoke_zoo(tmp_path):
                          contexts=(128,), limit_files=6)
     assert got["models"] == 2
     assert all(math.isfinite(v) and v >= 0 for v in got.values())
+
+
+# --- runs link the claims their numbers bear on ---------------------------------------------------------------
+
+def test_related_claims_follow_the_runs_numbers():
+    from gammalens.claims.links import claims_line, related_claims
+
+    rope = related_claims({"gamma": 0.7, "gamma_pade": 0.99, "gamma_pade_rel_error": -0.29, "sink_mass": 0.01})
+    assert [c.claim_id for c in rope] == ["estimator.null-corrected", "pade.median-error",
+                                          "sinks.massive-activations-cause"]
+    assert "-0.29" in rope[1].figure and rope[1].verdict == LEDGER.get("pade.median-error").verdict
+    no_rope = related_claims({"gamma": 0.7, "gamma_pade": None, "sink_mass": float("nan")}, corpus="random",
+                             taf={"gamma": 0.9})
+    assert [c.claim_id for c in no_rope] == ["estimator.fixed-key-null", "estimator.null-corrected",
+                                             "atlas.delta-gamma-text-random"]
+    assert "pade.median-error" in claims_line(rope) and claims_line([]) == ""
+
+
+def test_the_report_links_the_claims(tmp_path, monkeypatch):
+    from gammalens.report import write_report
+    from tests.run_fixtures import write_run
+
+    monkeypatch.setenv("GAMMALENS_ATLAS", str(tmp_path / "atlas.duckdb"))
+    run = write_run(tmp_path / "runs", extra_columns={"gamma_pade": np.full((2, 4), 0.95),
+                                                      "gamma_pade_rel_error": np.full((2, 4), -0.2)})
+    html = write_report([run], tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Claims this run bears on" in html
+    for cid in ("estimator.null-corrected", "pade.median-error", "sinks.massive-activations-cause"):
+        assert f"<code>{cid}</code>" in html

@@ -55,6 +55,9 @@ def print_summary(result: Any, console: Any = None) -> None:
         from gammalens.taf.alongside import summary_line
 
         console.print(summary_line(man["taf"], m["gamma"]))
+    from gammalens.claims.links import claims_line, related_claims
+
+    console.print(claims_line(related_claims(m, man["corpus"]["name"], man.get("taf"))))
     if result.run_dir is not None:
         files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
         console.print(f"outputs: {result.run_dir}/ ({files})")

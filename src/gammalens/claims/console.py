@@ -12,11 +12,10 @@ _STATUS = {"pass": "[green]✅ pass[/]", "fail": "[red]❌ fail[/]", "skipped": 
 
 
 def make_console() -> Any:
-    """A rich console: the terminal's width on a terminal, 200 columns (no colour) when piped."""
-    from rich.console import Console
+    """The project's console (:func:`gammalens.terminal.console`): wide and colourless when piped."""
+    from gammalens import terminal
 
-    c = Console()
-    return c if c.is_terminal else Console(width=200, no_color=True)
+    return terminal.console()
 
 
 def print_ledger(ledger: Ledger, console: Any = None) -> None:

@@ -136,6 +136,19 @@ def _headline(run: RunFiles) -> str:
             f" · {esc(words.get(str(fit.get('phase')), str(fit.get('phase'))))}{esc(sink)}</div>")
 
 
+def _claims(run: RunFiles) -> str:
+    """The claims of the ledger this run's numbers bear on (γ_Padé error, Δγ, sink mass …), linked by id."""
+    from gammalens.claims.links import related_claims
+
+    fit = {**(run.model_fit.get("extras") or {}), **run.model_fit}  # theory columns (γ_Padé …) are extras here
+    links = related_claims(fit, (run.manifest.get("corpus") or {}).get("name"), run.manifest.get("taf"))
+    items = "".join(f"<li><code>{esc(c.claim_id)}</code>: {esc(c.figure)} — book: {esc(c.book_figure)}; ledger "
+                    f"verdict: {esc(c.verdict)}</li>" for c in links)
+    return ('<h3>Claims this run bears on</h3><p class="sub">From the claims ledger: <code>gammalens claims show '
+            f'ID</code> prints the evidence, docs/claims.md has them all.</p><ul class="claims">{items}</ul>'
+            if links else "")
+
+
 def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[dict[str, Any]] | None) -> str:
     uid = f"r{k}"
     parts = [f'<section id="run-{k}"><h2>{esc(label)}</h2>', _headline(run), _facts(run),
@@ -155,6 +168,7 @@ def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[d
              prediction_table(run)]
     if single:
         parts += ["<h3>On the atlas map</h3>", atlas_map([run], [label], points, uid + "-m")]
+    parts.append(_claims(run))
     parts += [f'<p class="note">Receipt: <code>gammalens verify {esc(run.run_id)}</code> re-runs this '
               "measurement from its manifest and checks γ.</p></section>"]
     return "".join(parts)
