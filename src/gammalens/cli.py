@@ -481,6 +481,10 @@ from gammalens.claims.commands import claims_app  # noqa: E402  (the ledger of c
 
 app.add_typer(claims_app, name="claims")
 
+from gammalens.grok.cli import grok_app  # noqa: E402  (grokking early warning; its own module)
+
+app.add_typer(grok_app, name="grok")
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, turning bad input into one line and exit code 2."""
