@@ -138,3 +138,19 @@ def test_trainer_callback_on_a_tiny_trainer_run(tmp_path) -> None:
     assert cb.monitor.records[-1].cka["model.layers.0|model.layers.1"] == pytest.approx(
         linear_cka(hs[1], hs[2]), abs=1e-6)
     assert len(list(csv.DictReader((tmp_path / "cka.csv").open()))) == 3
+
+
+def test_tensorboard_scalars(toy, tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, x = toy
+    mon = CKAMonitor(model, x, every=1, tensorboard_dir=tmp_path / "tb")
+    for s in range(3):
+        mon.step(s)
+    mon.close()
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    events = acc.Scalars("cka/blocks.0|blocks.1")
+    assert [e.step for e in events] == [0, 1, 2]
+    assert events[-1].value == pytest.approx(mon.records[-1].cka["blocks.0|blocks.1"], rel=1e-6)

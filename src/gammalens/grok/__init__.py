@@ -2,7 +2,7 @@
 
 Importing this package is light; torch loads only when a monitor or experiment runs.
 
->>> from gammalens.grok import ReRiseDetector, linear_cka   # doctest: +SKIP
+>>> from gammalens.grok import CKAMonitor                     # doctest: +SKIP
 >>> monitor = CKAMonitor(model, probe_inputs=x, every=100)    # doctest: +SKIP
 >>> for step in range(steps): ...; monitor.step(step)          # doctest: +SKIP
 """
@@ -11,5 +11,7 @@ from __future__ import annotations
 
 from gammalens.grok.cka import CKAError, linear_cka
 from gammalens.grok.detector import DetectorError, ReRiseDetector, ReRiseEvent
+from gammalens.grok.monitor import CKAMonitor, CKARecord, MonitorError
 
-__all__ = ["CKAError", "DetectorError", "ReRiseDetector", "ReRiseEvent", "linear_cka"]
+__all__ = ["CKAError", "CKAMonitor", "CKARecord", "DetectorError", "MonitorError", "ReRiseDetector", "ReRiseEvent",
+           "linear_cka"]
