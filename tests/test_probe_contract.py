@@ -4,6 +4,13 @@ Every architecture runs through the same checks on a tiny random-init model, wit
 unequal documents: the exact distance profile, the pair counts, the common-support profile, the sink
 sums, mass conservation, the layer outputs, and that nothing stays registered afterwards.
 Tolerance: 1e-5 absolute on sums of probabilities (each sum ≤ the number of queries, ~100).
+
+Both backends join the matrix: the chunked path (two chunk sizes) and the fused Triton kernel, which
+runs in Triton's CPU interpreter here (``TRITON_INTERPRET=1``, set in conftest before triton is
+imported) with 32-token tiles, so a 40-token context spans two query and key blocks (diagonal and
+off-diagonal tiles, partial tiles). The interpreter is slow, so the fused kernel runs the padded batch
+only: it takes visibility from the layout, so whole documents are no separate code path for it. With
+``GAMMALENS_TEST_DEVICE=cuda`` the same matrix runs on the GPU (compiled kernels).
 """
 
 from __future__ import annotations
@@ -14,13 +21,20 @@ import torch
 
 from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 from gammalens.probe.backend import DistanceProbe, probing, registered_probes
-from tests.conftest import arch_specs, build_tiny
+from tests.conftest import TEST_DEVICE, arch_specs, build_tiny
 
 N_CTX = 40
 LENGTHS = [40, 29]  # the second document is right-padded
 SINKS = 2
 HORIZON = 15
 ATOL = 1e-5
+# probe settings of the matrix: the chunked path with 7-query chunks and with the default budget, the fused kernel
+VARIANTS = {"chunk7": {"chunk_size": 7, "backend": "chunked"}, "chunk_auto": {"backend": "chunked"},
+            "triton": {"backend": "triton", "block": 32}}
+# the interpreter is slow (~1 s per layer here): on CPU the fused kernel runs the architectures that exercise its
+# masks (GQA, sliding window, soft-cap + window, partial rotary, bidirectional); on CUDA it runs them all
+INTERPRETED = ("llama_gqa", "mistral_swa", "gemma2_softcap", "gpt_neox_partial", "bert")
+CASES = [(v, lengths) for v in VARIANTS for lengths in ("padded", "whole") if (v, lengths) != ("triton", "whole")]
 
 
 def _window(model, arch: str, layer: int) -> int | None:
@@ -68,22 +82,27 @@ def brute_force(attn: np.ndarray, lengths: list[int], causal: bool, window: int 
 
 
 @pytest.mark.parametrize("arch", list(arch_specs()))
-@pytest.mark.parametrize("chunk", [7, None])
-@pytest.mark.parametrize("lengths", [LENGTHS, [N_CTX, N_CTX]], ids=["padded", "whole"])
-def test_probe_matches_eager_reference(arch: str, chunk: int | None, lengths: list[int]) -> None:
+@pytest.mark.parametrize(("variant", "case"), CASES)
+def test_probe_matches_eager_reference(arch: str, variant: str, case: str) -> None:
     """Padded batches exercise the model's explicit masks; whole documents the mask-free causal fast path."""
-    model = build_tiny(arch)
-    eager = build_tiny(arch, attn="eager")
+    lengths = LENGTHS if case == "padded" else [N_CTX, N_CTX]
+    if VARIANTS[variant]["backend"] == "triton":
+        pytest.importorskip("triton")
+        if TEST_DEVICE == "cpu" and arch not in INTERPRETED:
+            pytest.skip("Triton interpreter: a subset of the matrix on CPU (all of it on CUDA)")
+    model = build_tiny(arch).to(TEST_DEVICE)
+    eager = build_tiny(arch, attn="eager").to(TEST_DEVICE)
     eager.load_state_dict(model.state_dict())
     torch.manual_seed(1)
     ids = torch.randint(1000, 30000, (2, N_CTX))
     mask = torch.zeros(2, N_CTX, dtype=torch.long)
     for b, n in enumerate(lengths):
         mask[b, :n] = 1
+    ids, mask = ids.to(TEST_DEVICE), mask.to(TEST_DEVICE)
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
-    acc = ProfileAccumulator(L, H, 2, N_CTX - 1, HORIZON, SINKS)
-    probe = DistanceProbe(acc, chunk_size=chunk)
-    layout = BatchLayout(torch.zeros(2, dtype=torch.long), torch.tensor(lengths), torch.arange(2))
+    acc = ProfileAccumulator(L, H, 2, N_CTX - 1, HORIZON, SINKS, device=TEST_DEVICE)
+    probe = DistanceProbe(acc, **VARIANTS[variant])
+    layout = BatchLayout(torch.zeros(2, dtype=torch.long), torch.tensor(lengths), torch.arange(2)).to(TEST_DEVICE)
     with torch.no_grad():
         with probing(model, probe):
             probe.set_layout(layout)
@@ -92,16 +111,18 @@ def test_probe_matches_eager_reference(arch: str, chunk: int | None, lengths: li
     assert registered_probes() == []
     assert model.config._attn_implementation == "sdpa"
     assert len(probe.layer_of) == L
+    assert probe.backend_ == VARIANTS[variant]["backend"]
 
     # the layer outputs are the model's own (soft-capped layers computed by the probe itself)
     h_probe = out.logits if hasattr(out, "logits") else out.last_hidden_state
     h_ref = ref.logits if hasattr(ref, "logits") else ref.last_hidden_state
     valid = mask.bool()
     assert torch.allclose(h_probe[valid], h_ref[valid], atol=1e-4, rtol=1e-4)
+    acc = _on_cpu(acc)
 
     causal = arch != "bert"
     for layer, attn in enumerate(ref.attentions):
-        r = brute_force(attn.double().numpy(), lengths, causal, _window(model, arch, layer))
+        r = brute_force(attn.double().cpu().numpy(), lengths, causal, _window(model, arch, layer))
         np.testing.assert_allclose(acc.mass[layer].numpy(), r["mass"], atol=ATOL, rtol=0)
         np.testing.assert_allclose(acc.pairs[layer].numpy(), r["pairs"], atol=0, rtol=0)
         np.testing.assert_allclose(acc.doc_mass_cs[:, layer].numpy(), r["cs"], atol=ATOL, rtol=0)
@@ -114,6 +135,12 @@ def test_probe_matches_eager_reference(arch: str, chunk: int | None, lengths: li
             np.testing.assert_allclose(total, sum(n - SINKS for n in lengths), atol=1e-4)
 
 
+def _on_cpu(acc: ProfileAccumulator) -> ProfileAccumulator:
+    for name in ("mass", "pairs", "doc_mass_cs", "doc_queries_cs", "doc_sink_sum", "doc_sink_queries"):
+        setattr(acc, name, getattr(acc, name).cpu())
+    return acc
+
+
 def test_nothing_left_registered_after_an_error() -> None:
     model = build_tiny("llama_gqa")
     acc = ProfileAccumulator(2, 4, 1, 9, 4, 1)
@@ -124,14 +151,17 @@ def test_nothing_left_registered_after_an_error() -> None:
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_nan_attention_names_layer_and_head() -> None:
+@pytest.mark.parametrize("backend", ["chunked", "triton"])
+def test_nan_attention_names_layer_and_head(backend: str) -> None:
     from gammalens.errors import NonFiniteAttentionError
 
-    model = build_tiny("llama_gqa")
+    if backend == "triton":
+        pytest.importorskip("triton")
+    model = build_tiny("llama_gqa").to(TEST_DEVICE)
     with torch.no_grad():
         model.model.layers[1].self_attn.q_proj.weight[16:24] = float("nan")  # head_dim 8: query head 2 of layer 1
-    acc = ProfileAccumulator(2, 4, 1, 15, 6, 1)
-    probe = DistanceProbe(acc)
+    acc = ProfileAccumulator(2, 4, 1, 15, 6, 1, device=TEST_DEVICE)
+    probe = DistanceProbe(acc, backend=backend)
     with pytest.raises(NonFiniteAttentionError, match=r"layer 1, head 2"), torch.no_grad(), probing(model, probe):
-        model(input_ids=torch.randint(0, 1000, (1, 16)))
+        model(input_ids=torch.randint(0, 1000, (1, 16), device=TEST_DEVICE))
     assert registered_probes() == []

@@ -119,20 +119,20 @@ class ProfileAccumulator:
         pairs = _diagonal_sums(visible.to(probs.dtype), w.keep_key, rows, w.weights[:, :1], q0, bidirectional)
         self._commit(layer, by_dist, pairs, sink_sum, w, q0 + c, bidirectional)
 
-    def add_causal_block(self, layer: int, block: torch.Tensor, c: int, kend: int, q0: int, layout: BatchLayout,
+    def add_causal_block(self, layer: int, probs: torch.Tensor, q0: int, layout: BatchLayout,
                          visible: torch.Tensor | None) -> None:
-        """Add one chunk of a causal layer whose probabilities sit in a skew-ready block (fast path).
+        """Add one chunk of a causal layer (fast path: diagonal sums read through a skew view).
 
         Parameters
         ----------
         layer : int
             Layer index.
-        block : torch.Tensor
-            (batch, heads, c·kend + c − 1) with the last dimension contiguous: c − 1 zeros, then the chunk's
-            probabilities (c, kend) row-major, kend = q0 + c. Modified in place (sink keys and invalid
+        probs : torch.Tensor
+            (batch, heads, c, kend) contiguous fp32 probabilities of queries q0 … q0+c−1 over keys
+            0 … kend−1, kend = q0 + c, future keys exactly 0. Modified in place (sink keys and invalid
             rows are zeroed).
-        c, kend, q0 : int
-            Chunk rows, keys (= q0 + c) and first query position.
+        q0 : int
+            First query position.
         layout : BatchLayout
             Document starts, lengths and indices of the batch rows.
         visible : torch.Tensor or None
@@ -141,33 +141,64 @@ class ProfileAccumulator:
 
         Notes
         -----
-        Row i of the block starts c − 1 + i·kend elements in; reading it with row stride kend + 1 shifts
-        every row one further than the last, so column t holds distance kend − 1 − t. Reads left of key 0
-        land either in the leading zeros (row 0) or on the previous row's last keys, which are future keys
-        of that row and exactly 0 after the causal softmax — no padded copy is needed.
+        Reading rows 1 … c−1 with row stride kend + 1 shifts each row one further than the last, so
+        column t holds distance kend − 1 − t. Reads left of key 0 land on the previous row's last keys,
+        which are future keys of that row and exactly 0 after the causal softmax, so no padded copy is
+        needed; row 0 (whose reads would leave its (batch, head) slab) is added on its own.
         """
-        B, H = block.shape[:2]
-        probs = block[..., c - 1:].view(B, H, c, kend)
-        w = _ChunkWeights(layout, q0, c, kend, self.sink_tokens, self.cs_horizon, False, block.device)
+        B, H, c, kend = probs.shape
+        w = _ChunkWeights(layout, q0, c, kend, self.sink_tokens, self.cs_horizon, False, probs.device)
         sink_sum = self._sink_sum(probs, w)
-        if bool((layout.starts == 0).all()):
+        if w.starts_zero:
             probs[..., : self.sink_tokens] = 0.0
         else:
             probs.mul_(w.keep_key)
         if not w.clean:
             probs.masked_fill_(~w.valid[:, None, :, None], 0.0)
-        skew = block.as_strided((B, H, c, kend), (block.stride(0), block.stride(1), kend + 1, 1),
-                                block.storage_offset())
-        by_dist = torch.matmul(w.weights[:, None], skew)  # (B, H, 3, kend)
+        skew = probs.as_strided((B, H, c - 1, kend), (H * c * kend, c * kend, kend + 1, 1),
+                                probs.storage_offset() + kend + 2 - c)  # rows 1 … c−1
+        by_dist = torch.matmul(w.weights[:, None, :, 1:], skew)  # (B, H, 3, kend)
+        # row 0 (query q0): key j sits at column c − 1 + j
+        by_dist[..., c - 1:].add_(w.weights[:, None, :, :1] * probs[:, :, None, 0, : q0 + 1])
         if visible is None:
-            d = torch.arange(kend, device=block.device)
+            d = torch.arange(kend, device=probs.device)
             lo = torch.clamp(d + self.sink_tokens, min=q0)
-            pairs = (kend - lo).clamp(min=0).to(block.dtype).flip(-1)  # column t ↔ d = kend − 1 − t
+            pairs = (kend - lo).clamp(min=0).to(probs.dtype).flip(-1)  # column t ↔ d = kend − 1 − t
             pairs = pairs.expand(B, 1, 1, kend)
         else:
-            pairs = _diagonal_sums(visible.to(block.dtype), w.keep_key, None if w.clean else w.valid,
+            pairs = _diagonal_sums(visible.to(probs.dtype), w.keep_key, None if w.clean else w.valid,
                                    w.weights[:, :1], q0, False)
         self._commit(layer, by_dist, pairs, sink_sum, w, kend, False)
+
+    def add_distance_sums(self, layer: int, mass: torch.Tensor, mass_cs: torch.Tensor, sink_sum: torch.Tensor,
+                          doc_index: torch.Tensor, pairs: torch.Tensor, queries_cs: torch.Tensor,
+                          sink_queries: torch.Tensor) -> None:
+        """Add one layer's sums computed elsewhere (the fused kernel), indexed by distance |q − k|.
+
+        Parameters
+        ----------
+        mass : torch.Tensor
+            (B, H, n) non-sink mass at distance d = 0 … n−1, summed over each row's valid queries.
+        mass_cs : torch.Tensor
+            (B, H, cs_horizon+1) common-support mass.
+        sink_sum : torch.Tensor
+            (B, H) mass on the sink keys.
+        doc_index : torch.Tensor
+            (B,) each row's document.
+        pairs : torch.Tensor
+            (n,) visible non-sink pairs at each distance, summed over rows.
+        queries_cs, sink_queries : torch.Tensor
+            (B,) query-sides behind ``mass_cs`` and ``sink_sum``.
+        """
+        if not torch.isfinite(mass).all() or not torch.isfinite(sink_sum).all():
+            bad = (~torch.isfinite(mass)).any(-1) | ~torch.isfinite(sink_sum)  # (B, H)
+            raise _non_finite(layer, int(bad.any(0).nonzero()[0, 0]))
+        dev, f64 = self.mass.device, torch.float64
+        D = self.max_distance + 1
+        self._add_trunc(self.mass[layer], mass.to(dev, f64).sum(0), D)
+        self._add_trunc(self.pairs[layer], pairs.to(dev, f64), D)
+        self._add_docs(doc_index.to(dev), layer, mass_cs.to(dev, f64), queries_cs.to(dev, f64),
+                       sink_sum.to(dev, f64), sink_queries.to(dev, f64))
 
     def _sink_sum(self, probs: torch.Tensor, w: _ChunkWeights) -> torch.Tensor:
         """(B, H) summed attention on the sink keys over the queries past the sinks."""
@@ -207,11 +238,16 @@ class ProfileAccumulator:
             self._add_trunc(cs, right[:, :, 2], Hz + 1, offset=1)
         queries_cs = (w.w_left.sum(-1) + w.w_right.sum(-1)).double().to(dev)
         sink_queries = w.w_sink.sum(-1).double().to(dev)
-        for b, doc in enumerate(w.doc_index.tolist()):  # a handful of rows; index_add_ on views is slow on CPU
-            self.doc_mass_cs[doc, layer] += cs[b]
-            self.doc_queries_cs[doc, layer] += queries_cs[b]
-            self.doc_sink_sum[doc, layer] += sink_sum[b].double()
-            self.doc_sink_queries[doc, layer] += sink_queries[b]
+        self._add_docs(w.doc_index.to(dev), layer, cs, queries_cs, sink_sum.double(), sink_queries)
+
+    def _add_docs(self, docs: torch.Tensor, layer: int, mass_cs: torch.Tensor, queries_cs: torch.Tensor,
+                  sink_sum: torch.Tensor, sink_queries: torch.Tensor) -> None:
+        """Add per-row sums to the per-document arrays: docs (B,), mass_cs (B, H, Hz+1), the rest (B[, H])."""
+        at = (docs, torch.full_like(docs, layer))  # one batched scatter per array, repeated documents add up
+        self.doc_mass_cs.index_put_(at, mass_cs, accumulate=True)
+        self.doc_queries_cs.index_put_(at, queries_cs, accumulate=True)
+        self.doc_sink_sum.index_put_(at, sink_sum, accumulate=True)
+        self.doc_sink_queries.index_put_(at, sink_queries, accumulate=True)
 
     @staticmethod
     def _add_trunc(target: torch.Tensor, values: torch.Tensor, size: int, offset: int = 0) -> None:

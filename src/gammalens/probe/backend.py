@@ -44,11 +44,22 @@ class DistanceProbe:
         ``observer(layer, probs, visible, q0, layout)`` with ``probs`` (B, H, c, k) fp32 and ``visible``
         (B, 1, c, k) bool, before the accumulator (e.g. the sink measures of :mod:`gammalens.sinks`);
         observers must not modify ``probs``.
+    backend : {'auto', 'chunked', 'triton'}
+        ``'chunked'``: this module's exact chunked path (any device); ``'triton'``: the fused two-pass
+        kernel of :mod:`gammalens.probe.fused` (CUDA, or CPU under ``TRITON_INTERPRET=1``); ``'auto'``:
+        triton on CUDA when installed, else chunked. Observers need probabilities, so they force the
+        chunked path (``note_`` says so).
+    block : int or None
+        Tile size of the triton backend (power of two ≥ 16); None: its default.
     """
 
     def __init__(self, accumulator: ProfileAccumulator, chunk_size: int | None = None,
-                 budget_bytes: int = 32 * 2**20, observers: Sequence[Callable[..., None]] = ()) -> None:
+                 budget_bytes: int = 32 * 2**20, observers: Sequence[Callable[..., None]] = (),
+                 backend: str = "auto", block: int | None = None) -> None:
         self.accumulator = accumulator
+        self.backend, self.block = backend, block
+        self.backend_: str | None = None  # the backend that runs, set by resolve() on first use
+        self.note_: str | None = None  # why it differs from the request, if it does
         self.observers = list(observers)
         self.chunk_: int | None = None  # the chunk size used by the last call
         self._buffers: dict[str, torch.Tensor] = {}
@@ -59,6 +70,13 @@ class DistanceProbe:
         self.layer_of: dict[int, int] = {}  # id(attention module) → layer index, in call order
         self.layer_windows: dict[int, int | None] = {}  # layer → sliding window (None: full attention)
         self.calls = 0
+
+    def resolve(self, device: torch.device | str) -> str:
+        """Fix the backend for a model on ``device`` (see :func:`gammalens.probe.fused.resolve_backend`)."""
+        from gammalens.probe.fused import resolve_backend
+
+        self.backend_, self.note_ = resolve_backend(self.backend, device, needs_probabilities=bool(self.observers))
+        return self.backend_
 
     def set_layout(self, layout: BatchLayout) -> None:
         """Declare where the documents of the next forward pass sit (starts, lengths, indices)."""
@@ -77,6 +95,13 @@ class DistanceProbe:
         window = kwargs.get("sliding_window")
         self.layer_windows[layer] = window
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        if (self.backend_ or self.resolve(query.device)) == "triton":
+            from gammalens.probe.fused import fused_profile
+
+            layout = self.layout or BatchLayout.full(query.shape[0], query.shape[2])
+            out = fused_profile(self.accumulator, layer, query, key, value, layout, scale, causal, softcap, window,
+                                self.block)
+            return out, None
         out = self._profile(layer, query, key, value, attention_mask, scale, causal, softcap, window)
         return out, None
 
@@ -112,13 +137,9 @@ class DistanceProbe:
             else:
                 visible = _visible(mask, q0, q1, kend, causal, window, dev).expand(B, 1, cc, kend)
                 scores.masked_fill_(~visible, float("-inf"))
-            if causal:
-                block = self._buffer("block", B * H * (cc * kend + cc - 1), dev).view(B, H, cc * kend + cc - 1)
-                block[..., : cc - 1].zero_()
-                probs = block[..., cc - 1:].view(B, H, cc, kend)
-                for b in range(B):  # softmax straight into the skew-ready block: no n×n allocation per chunk
-                    for h in range(H):
-                        torch.ops.aten._softmax.out(scores[b, h], -1, False, out=probs[b, h])
+            if causal:  # one batched softmax into a reused contiguous workspace: no allocation per chunk
+                probs = self._buffer("probs", B * H * cc * kend, dev).view(B, H, cc, kend)
+                torch.ops.aten._softmax.out(scores, -1, False, out=probs)
             else:
                 probs = torch.softmax(scores, dim=-1)
             rows = torch.arange(q0, q1, device=dev)[None, :] - layout.starts[:, None]  # (B, c)
@@ -134,7 +155,7 @@ class DistanceProbe:
                 for observe in self.observers:
                     observe(layer, probs, seen, q0, layout)
             if causal:
-                self.accumulator.add_causal_block(layer, block, cc, kend, q0, layout, visible)
+                self.accumulator.add_causal_block(layer, probs, q0, layout, visible)
             else:
                 self.accumulator.add(layer, probs, visible, q0, layout, bidirectional=True)
         return out
@@ -206,8 +227,11 @@ def probing(model: Any, probe: DistanceProbe) -> Iterator[DistanceProbe]:
         )
     name = f"{_PROBE_NAME_PREFIX}_{next(_PROBE_IDS)}"
     previous = model.config._attn_implementation
+    fused = probe.resolve(next(model.parameters()).device) == "triton"
+    if fused:
+        from gammalens.probe.fused import no_mask
     AttentionInterface.register(name, probe)
-    AttentionMaskInterface.register(name, sdpa_mask)
+    AttentionMaskInterface.register(name, no_mask if fused else sdpa_mask)  # the fused probe reads the layout
     try:
         model.set_attn_implementation(name)
         yield probe
