@@ -6,6 +6,7 @@ corpus or random tokens — seconds on a CPU. Nothing is written and nothing is 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,20 +17,6 @@ def _model_row(model: str, **settings) -> dict:
     from gammalens.measurement import measure
 
     return measure(model, record=False, **settings).model_fit
-
-
-def tiny_pade_error(windows: int = 4, bootstrap: int = 20, seed: int = 0) -> dict[str, float]:
-    """γ of gammalens-tiny at its training context T = 512 against γ_Padé(θ = 10⁵, T = 512).
-
-    Returns
-    -------
-    dict
-        ``gamma`` (measured, model level), ``gamma_pade``, ``rel_error_obs`` = |γ − γ_Padé|/γ and
-        ``rel_error_pade`` = |γ − γ_Padé|/|γ_Padé| (the convention of ``fits.csv``).
-    """
-    m = _model_row(TINY, windows=windows, bootstrap=bootstrap, seed=seed)
-    g, gp = float(m["gamma"]), float(m["gamma_pade"])
-    return {"gamma": g, "gamma_pade": gp, "rel_error_obs": abs(g - gp) / abs(g), "rel_error_pade": abs(g - gp) / abs(gp)}
 
 
 def tiny_delta_gamma(windows: int = 4, bootstrap: int = 20, seed: int = 0) -> dict[str, float]:
@@ -45,12 +32,37 @@ def tiny_delta_gamma(windows: int = 4, bootstrap: int = 20, seed: int = 0) -> di
     return {"delta_gamma": text - rand, "gamma_text": text, "gamma_random": rand}
 
 
-def tiny_theta_rescale(factors: tuple[float, ...] = (1.0, 256.0), windows: int = 4, bootstrap: int = 20,
-                       seed: int = 0) -> dict[str, float]:
-    """The within-model θ-rescale control on gammalens-tiny: same weights, θ multiplied at inference.
+def model_directory(model: str) -> Path:
+    """The local Hugging Face directory of a model argument (a GGUF model's converted, cached directory)."""
+    from gammalens.models import resolve_model
 
-    A copy of the shipped model directory gets ``rope_theta × factor`` (transformers rebuilds
-    ``inv_freq`` from it) and is measured on stdlib text.
+    src = resolve_model(model)
+    if src.gguf_path is None:
+        return Path(src.path)
+    from gammalens.gguf_cache import converted_dir, read_gguf_info
+
+    return converted_dir(src.gguf_path, read_gguf_info(src.gguf_path))
+
+
+def _rescaled(src: Path, factor: float, dest: Path) -> None:
+    """``dest``: ``src`` with RoPE θ × ``factor`` in its config; the other files are symlinks (no weight copy)."""
+    from gammalens.zoo.rescale import rescaled_copy
+
+    only_config = dest.with_name(dest.name + "-config")
+    only_config.mkdir(parents=True)
+    shutil.copy2(src / "config.json", only_config / "config.json")
+    rescaled_copy(only_config, factor, dest)
+    for f in src.iterdir():
+        if f.name != "config.json" and not (dest / f.name).exists():
+            (dest / f.name).symlink_to(f.resolve())
+
+
+def theta_rescale(model: str = TINY, factors: tuple[float, ...] = (1.0, 256.0), context: int | None = None,
+                  windows: int = 4, bootstrap: int = 20, seed: int = 0) -> dict[str, float]:
+    """The within-model θ-rescale control: same weights, RoPE θ multiplied at inference, measured on stdlib text.
+
+    A copy of the model directory gets ``rope_theta × factor`` (transformers rebuilds ``inv_freq`` from it;
+    the weights are symlinked, not copied). ``context`` None: the model's maximum positions (or 512).
 
     Returns
     -------
@@ -58,22 +70,35 @@ def tiny_theta_rescale(factors: tuple[float, ...] = (1.0, 256.0), windows: int =
         ``gamma_x{f}`` and ``sink_x{f}`` per factor f, ``delta_gamma`` (last factor − first) and
         ``sink_ratio`` (largest over smallest sink mass across the factors: 1 when flat).
     """
-    from gammalens.models import resolve_model
-    from gammalens.zoo.rescale import rescaled_copy
-
-    src = resolve_model(TINY).path
+    src = model_directory(model)
     out: dict[str, float] = {}
     sinks = []
     with tempfile.TemporaryDirectory(prefix="gammalens-claims-") as tmp:
         for f in factors:
             dest = Path(tmp) / f"x{f:g}"
-            rescaled_copy(src, f, dest)
-            m = _model_row(str(dest), windows=windows, bootstrap=bootstrap, seed=seed)
+            _rescaled(src, f, dest)
+            m = _model_row(str(dest), context=context, windows=windows, bootstrap=bootstrap, seed=seed)
             out[f"gamma_x{f:g}"], out[f"sink_x{f:g}"] = float(m["gamma"]), float(m["sink_mass"])
             sinks.append(float(m["sink_mass"]))
     out["delta_gamma"] = out[f"gamma_x{factors[-1]:g}"] - out[f"gamma_x{factors[0]:g}"]
     out["sink_ratio"] = max(sinks) / min(sinks)
     return out
+
+
+def pade_error(model: str = TINY, context: int | None = None, windows: int = 4, bootstrap: int = 20,
+               seed: int = 0) -> dict[str, float]:
+    """γ of ``model`` on stdlib text at ``context`` against γ_Padé(θ, T = context).
+
+    Returns
+    -------
+    dict
+        ``gamma`` (measured, model level), ``r2``, ``sink_mass``, ``gamma_pade``, ``rel_error_obs`` =
+        |γ − γ_Padé|/γ and ``rel_error_pade`` = |γ − γ_Padé|/|γ_Padé| (the convention of ``fits.csv``).
+    """
+    m = _model_row(model, context=context, windows=windows, bootstrap=bootstrap, seed=seed)
+    g, gp = float(m["gamma"]), float(m["gamma_pade"])
+    return {"gamma": g, "r2": float(m["r2"]), "sink_mass": float(m["sink_mass"]), "gamma_pade": gp,
+            "rel_error_obs": abs(g - gp) / abs(g), "rel_error_pade": abs(g - gp) / abs(gp)}
 
 
 def minilm_sinks(context: int = 64, windows: int = 4) -> dict[str, float]:
