@@ -24,6 +24,17 @@ def condition_of(name: str) -> str:
     return name.split("_seed")[0]
 
 
+def memorised_step(runs_dir: Path, name: str, threshold: float = 0.99) -> int | None:
+    """First evaluation step with train accuracy ≥ ``threshold`` (when memorisation is complete), from the run's CSV."""
+    import csv
+
+    path = Path(runs_dir) / f"{name}.csv"
+    if not path.exists():
+        return None
+    with path.open() as f:
+        return next((int(r["step"]) for r in csv.DictReader(f) if float(r["train_acc"]) >= threshold), None)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Counts and statistics of the main test (see module docstring).
@@ -94,7 +105,7 @@ def condition_rows(results: dict[str, RunResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(results: dict[str, RunResult], command: str) -> str:
+def markdown(results: dict[str, RunResult], command: str, runs_dir: Path | None = None) -> str:
     """The results block of docs/grokking.md."""
     v = verdict(results)
     lines = [BEGIN, "", f"Regenerate with `{command}` (finished runs are kept; the table is rebuilt from "
@@ -112,9 +123,12 @@ def markdown(results: dict[str, RunResult], command: str) -> str:
         gs = "–" if r["grok_step_median"] is None else f"{r['grok_step_median']:,.0f}"
         lines.append(f"| {r['condition']} | {r['runs']} | {r['grokked']} | {r['fired']} | {r['fired_before_grok']} "
                      f"| {gs} | {r['lead']} | {r['final_test_acc_median']:.3f} |")
-    lines += ["", "Per run:", "", "| run | grokking step | detector fired | lead | final test acc |", "|---|---|---|---|---|"]
+    lines += ["", "Per run (memorised: first step with train accuracy ≥ 0.99):", "",
+              "| run | memorised step | grokking step | detector fired | lead | final test acc |",
+              "|---|---|---|---|---|---|"]
     for n, r in results.items():
-        lines.append(f"| {n} | {r.grok_step if r.grok_step is not None else '–'} "
+        mem = memorised_step(runs_dir, n) if runs_dir is not None else None
+        lines.append(f"| {n} | {mem if mem is not None else '–'} | {r.grok_step if r.grok_step is not None else '–'} "
                      f"| {r.fire_step if r.fire_step is not None else '–'} | {r.lead if r.lead is not None else '–'} "
                      f"| {r.final_test_acc:.3f} |")
     lines += ["", "![CKA and test accuracy per condition](grokking/curves.svg)", "",
@@ -132,7 +146,7 @@ def write_report(runs_dir: str | Path, doc: str | Path, command: str) -> Verdict
     results = load_results(runs_dir)
     doc = Path(doc)
     text = doc.read_text() if doc.exists() else ""
-    block = markdown(results, command)
+    block = markdown(results, command, Path(runs_dir))
     if BEGIN in text and END in text:
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
