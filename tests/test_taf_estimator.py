@@ -212,7 +212,9 @@ def test_cli_estimator_taf_end_to_end(tmp_path, capsys) -> None:
     taf = man["taf"]
     assert taf["distances"] == [10, 20, 30, 50, 100] and taf["n_windows"] == 2 and taf["seeds"] == [0]
     assert man["settings"]["estimator"] == "taf" and "taf_s" in man["timings"]
-    api = taf_gamma("gammalens-tiny", windows=2, seeds=(0,), max_distance=100)
+    import gammalens
+
+    api = gammalens.taf_gamma("gammalens-tiny", windows=2, seeds=(0,), max_distance=100)
     assert taf["gamma"] == pytest.approx(api.gamma, abs=1e-6)
     assert taf["gamma_uniform"] == pytest.approx(taf_synthetic(uniform_row, api.distances).gamma, abs=1e-12)
     with duckdb.connect(str(atlas), read_only=True) as con:

@@ -15,9 +15,10 @@ from gammalens.errors import GammalensError
 
 if TYPE_CHECKING:
     from gammalens.measurement import MeasureResult
+    from gammalens.taf import TafResult
 
 __version__ = "0.1.0"
-__all__ = ["GammalensError", "__version__", "measure"]
+__all__ = ["GammalensError", "__version__", "measure", "taf_gamma"]
 
 
 def measure(model: Any = None, **settings: Any) -> MeasureResult:
@@ -25,3 +26,13 @@ def measure(model: Any = None, **settings: Any) -> MeasureResult:
     from gammalens.measurement import measure as _measure
 
     return _measure(model, **settings)
+
+
+def taf_gamma(model: Any = None, **settings: Any) -> TafResult:
+    """γ of ``model`` by the book's estimator (tafagent); see :func:`gammalens.taf.taf_gamma` for every setting.
+
+    >>> gammalens.taf_gamma("minilm", windows=8, max_distance=200)   # doctest: +SKIP
+    """
+    from gammalens.taf import taf_gamma as _taf_gamma
+
+    return _taf_gamma(model, **settings)
