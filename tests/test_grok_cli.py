@@ -58,3 +58,12 @@ def test_bad_input_is_one_line_and_writes_nothing(args: list[str], needle: str, 
     out_dir = tmp_path / "out"
     code, _, err = run_cli(["grok", "run", "--out", str(out_dir), "--steps", "5", *args], capsys)
     assert_clean_failure(code, err, out_dir, needle)
+
+
+def test_sparse_parity_run(tmp_path, capsys) -> None:
+    code, _, err = run_cli(["grok", "run", "--out", str(tmp_path), "--name", "par", "--task", "parity", "--steps", "20",
+                            "--d-model", "16", "--d-mlp", "32", "--every", "10"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "par.json").read_text())
+    assert result["config"]["task"] == "parity" and result["steps_run"] == 20
+    assert len(list(csv.DictReader((tmp_path / "par.csv").open()))) == 3

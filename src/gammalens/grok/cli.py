@@ -75,6 +75,8 @@ def grok_sweep(
     control_seeds: Annotated[int, typer.Option(help="Seeds per control (weight decay 0; small fraction).")] = 4,
     control_fraction: Annotated[float, typer.Option(help="Training fraction of the small-fraction control.")] = 0.15,
     parity_seeds: Annotated[int, typer.Option(help="Sparse-parity runs.")] = 2,
+    parity_steps: Annotated[int | None, typer.Option(help="Step budget of the sparse-parity runs (default: --steps).")]
+    = None,
     penalty_seeds: Annotated[int, typer.Option(help="Runs with the CKA penalty.")] = 3,
     penalty: Annotated[float, typer.Option(help="λ of the CKA penalty.")] = 1.0,
     only: Annotated[str | None, typer.Option(help="Comma-separated conditions to run (grok,wd0,smallfrac,penalty,"
@@ -88,7 +90,8 @@ def grok_sweep(
     base = _base(task, p, train_fraction, d_model, n_heads, d_mlp, lr, weight_decay, steps, every, stop_after_grok,
                  device)
     cfg = SweepConfig(base=base, grok_seeds=grok_seeds, control_seeds=control_seeds,  # type: ignore[arg-type]
-                      control_fraction=control_fraction, parity_seeds=parity_seeds, penalty_seeds=penalty_seeds,
+                      control_fraction=control_fraction, parity_seeds=parity_seeds, parity_steps=parity_steps,
+                      penalty_seeds=penalty_seeds,
                       penalty=penalty, workers=workers)
     run_sweep(cfg, out, only=None if only is None else [x.strip() for x in only.split(",")])
     command = (f"gammalens grok sweep --out {out} --doc {doc} --task {task} --p {p} --train-fraction {train_fraction} "
@@ -96,7 +99,8 @@ def grok_sweep(
                f"--steps {steps} --every {every}"
                + ("" if stop_after_grok is None else f" --stop-after-grok {stop_after_grok}")
                + f" --grok-seeds {grok_seeds} --control-seeds {control_seeds} --control-fraction {control_fraction} "
-               f"--parity-seeds {parity_seeds} --penalty-seeds {penalty_seeds} --penalty {penalty} --workers {workers}")
+               f"--parity-seeds {parity_seeds}" + ("" if parity_steps is None else f" --parity-steps {parity_steps}")
+               + f" --penalty-seeds {penalty_seeds} --penalty {penalty} --workers {workers}")
     v = write_report(out, doc, command)
     print(f"detected {v.detected}/{v.grokked} grokking runs; false alarms {v.false_alarms}/{v.controls}; "
           f"Fisher p {v.fisher_p:.3g} → {doc}")

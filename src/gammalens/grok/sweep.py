@@ -24,14 +24,15 @@ class SweepConfig:
     control_seeds: int = 4  # per control condition (weight decay 0; small training fraction)
     control_fraction: float = 0.15  # training fraction of the small-fraction control
     parity_seeds: int = 2
+    parity_steps: int | None = None  # step budget of the sparse-parity runs (None: the base budget)
     penalty_seeds: int = 3
     penalty: float = 1.0  # λ of the CKA penalty
     workers: int = 1
 
     def __post_init__(self) -> None:
         counts = (self.grok_seeds, self.control_seeds, self.parity_seeds, self.penalty_seeds)
-        if min(counts) < 0 or self.workers < 1:
-            raise GrokConfigError("seed counts must be ≥ 0 and workers ≥ 1")
+        if min(counts) < 0 or self.workers < 1 or (self.parity_steps is not None and self.parity_steps < 1):
+            raise GrokConfigError("seed counts must be ≥ 0, workers and parity_steps ≥ 1")
 
 
 def conditions(cfg: SweepConfig) -> list[tuple[str, RunConfig]]:
@@ -42,7 +43,7 @@ def conditions(cfg: SweepConfig) -> list[tuple[str, RunConfig]]:
         "wd0": lambda s: replace(b, seed=s, weight_decay=0.0, stop_after_grok=None),
         "smallfrac": lambda s: replace(b, seed=s, train_fraction=cfg.control_fraction, stop_after_grok=None),
         "penalty": lambda s: replace(b, seed=s, cka_penalty=cfg.penalty),
-        "parity": lambda s: replace(b, seed=s, task="parity"),
+        "parity": lambda s: replace(b, seed=s, task="parity", steps=cfg.parity_steps or b.steps),
     }
     counts = {"grok": cfg.grok_seeds, "wd0": cfg.control_seeds, "smallfrac": cfg.control_seeds,
               "penalty": cfg.penalty_seeds}
