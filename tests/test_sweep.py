@@ -173,6 +173,7 @@ def ray_instance(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.mark.slow  # Ray start-up and worker imports: ~50 s on 2 busy cores
 def test_ray_sweep_matches_local_and_survives_a_lost_worker(ray_instance, tmp_path) -> None:
     grid, bad = 'models = ["gammalens-tiny"]\ncontexts = [32, 48]\n', '[[cells]]\nmodel = "/nonexistent/model"\ncontext = 32\n'
     results = {}
@@ -195,6 +196,37 @@ def test_ray_sweep_matches_local_and_survives_a_lost_worker(ray_instance, tmp_pa
     again = run_sweep(tmp_path / "ray" / "s.toml", executor="ray")
     assert (again.count("done"), again.count("skipped")) == (0, 2)
     assert len(atlas_runs(tmp_path / "ray" / "atlas.duckdb")) == 2
+
+
+@pytest.mark.slow  # shares the Ray instance (start-up ~15 s)
+def test_ctrl_c_cancels_outstanding_ray_tasks_and_leaves_nothing_half_written(ray_instance, tmp_path,
+                                                                              monkeypatch) -> None:
+    from gammalens.sweep import driver
+
+    spec = write_spec(tmp_path / "s.toml", 'models = ["gammalens-tiny"]\ncontexts = [64, 72, 80, 88]\nwindows = 6\n',
+                      sweep="max_parallel = 2")
+    finished = driver._Driver.finished
+
+    def interrupted_after_first(self, cell, outcome):  # Ctrl-C arrives right after the first record
+        finished(self, cell, outcome)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver._Driver, "finished", interrupted_after_first)
+    with pytest.raises(GammalensError, match="interrupted: 1 cell"):
+        run_sweep(spec, executor="ray")
+    out = tmp_path / "runs"
+    assert not [p for p in out.iterdir() if ".partial" in p.name]
+    for run_dir in run_dirs(out):  # a cell cancelled mid-way left no folder; a finished one is whole
+        assert all((run_dir / f).is_file() for f in ("manifest.json", "fits.csv", "profile.npz"))
+    assert len(atlas_runs(tmp_path / "atlas.duckdb")) == 1
+    n_before = len(run_dirs(out))
+    assert n_before < 4
+
+    monkeypatch.setattr(driver._Driver, "finished", finished)
+    result = run_sweep(spec, executor="ray")
+    assert result.count("done") == 4 - n_before and result.count("skipped") == n_before
+    recorded = atlas_runs(tmp_path / "atlas.duckdb")
+    assert len(recorded) == 4 and len({s for _, s in recorded}) == 4
 
 
 def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch) -> None:

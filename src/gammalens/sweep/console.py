@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from gammalens.sweep.driver import SweepResult
@@ -18,8 +17,10 @@ def print_sweep(result: SweepResult, file: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    file = file or sys.stdout
-    console = Console(file=file, width=None if file.isatty() else 200, highlight=False)
+    from gammalens.terminal import PIPE_WIDTH
+    from gammalens.terminal import console as terminal_console
+
+    console = terminal_console() if file is None else Console(file=file, width=PIPE_WIDTH)
     title = f"sweep {result.name}" + (" (dry run)" if result.dry_run else "")
     table = Table(title=title, title_justify="left")
     for col, just in (("#", "right"), ("cell", "left"), ("hash", "left"), ("status", "left"), ("γ", "right"),
