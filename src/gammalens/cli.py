@@ -49,6 +49,9 @@ def measure(
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
     chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk (peak extra memory ∝ chunk × "
                                                    "context). Default: chosen from a 32 MiB budget.")] = None,
+    backend: Annotated[str, typer.Option(help="Probe: chunked (exact, any device), triton (fused kernel, CUDA; "
+                                         "pip install 'gammalens[triton]') or auto (triton on CUDA when "
+                                         "installed).")] = "auto",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for the 95% CI.")] = 200,
     out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")] = 0,
@@ -84,6 +87,7 @@ def measure(
     config = MeasureConfig(
         model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
         fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
+        backend=backend,
         bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
         estimator=estimator, taf_windows=taf_windows, taf_max_distance=taf_max_distance,
         taf_fit_min_distance=taf_fit_min_distance,

@@ -49,6 +49,9 @@ class MeasureConfig:
         Windows per forward pass.
     chunk_size : int or None
         Queries per probe chunk; None: from a 32 MiB budget per chunk.
+    backend : str
+        The probe: ``'chunked'`` (exact, any device), ``'triton'`` (the fused kernel, CUDA; see
+        :mod:`gammalens.probe.fused`) or ``'auto'`` (triton on CUDA when installed, else chunked).
     bootstrap : int
         Bootstrap resamples over documents for the 95% CI (0: none).
     seed : int
@@ -79,6 +82,7 @@ class MeasureConfig:
     device: str = "cpu"
     batch_size: int = 4
     chunk_size: int | None = None
+    backend: str = "auto"  # the probe: 'auto', 'chunked' or 'triton'
     bootstrap: int = 200
     seed: int = 0
     allow_extrapolation: bool = False
@@ -98,6 +102,8 @@ class MeasureConfig:
         need(self.context is None or self.context >= 8, f"--context must be at least 8 tokens (got {self.context})")
         need(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
         need(self.chunk_size is None or self.chunk_size >= 1, f"--chunk-size must be ≥ 1 (got {self.chunk_size})")
+        need(self.backend in ("auto", "chunked", "triton"),
+             f"--backend must be auto, chunked or triton (got {self.backend!r})")
         need(self.bootstrap >= 0, f"--bootstrap must be ≥ 0 (got {self.bootstrap})")
         need(0 < self.eps < 1, f"--eps must be in (0, 1) (got {self.eps})")
         need(self.dtype in {"fp32", "bf16", "fp16"}, f"--dtype must be fp32, bf16 or fp16 (got {self.dtype!r})")
@@ -275,7 +281,11 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     dev = next(net.parameters()).device
     L = arch["n_layers"]
     acc = ProfileAccumulator(L, arch["n_heads"], len(tw.input_ids), context - 1, d_max, config.sink_tokens, dev)
-    probe = DistanceProbe(acc, chunk_size=config.chunk_size, observers=observers)
+    probe = DistanceProbe(acc, chunk_size=config.chunk_size, observers=observers, backend=config.backend)
+    if probe.resolve(dev) and probe.note_:
+        import sys
+
+        print(f"gammalens: note: {probe.note_}", file=sys.stderr)
     ids = torch.tensor(tw.input_ids, dtype=torch.long)
     n_tok = int(ids.numel())
     bar = _progress(progress, n_tok)
@@ -329,6 +339,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
                      "transformers": transformers.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__},
         "timings": timer.marks,
         "layer_modules": _module_names(net, probe),
+        "probe": {"backend": probe.backend_, "note": probe.note_},
         "result": {k: fits[-1][k] for k in ("gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass")},
     }
     if taf is not None:

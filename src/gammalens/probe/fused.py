@@ -111,7 +111,7 @@ def fused_profile(accumulator: ProfileAccumulator, layer: int, query: torch.Tens
     blk = block or (16 if dev.type == "cpu" else 64)
     DH, DV = (max(16, triton_pow2(x)) for x in (dh, dv))
     common = dict(CAUSAL=causal, HAS_CAP=softcap is not None, HAS_WINDOW=window is not None,
-                  IEEE=q.dtype == torch.float32)  # fp32 models: no TF32 rounding of the scores
+                  IEEE=q.dtype == torch.float32 or interpreting())  # fp32 dots: see triton_kernels._scores
     cap, win = float(softcap or 1.0), int(window or 0)
 
     out = torch.empty(B, n, H, dv, dtype=value.dtype, device=dev)

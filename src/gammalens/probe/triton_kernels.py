@@ -27,10 +27,12 @@ import triton.language as tl
 def _scores(q, k, scale, softcap, HAS_CAP: tl.constexpr, IEEE: tl.constexpr):
     """(BM, BN) fp32 scores q·kᵀ·scale, soft-capped as softcap·tanh(s/softcap) when HAS_CAP.
 
-    IEEE: fp32 inputs multiply in full fp32 (not TF32, whose 10-bit mantissa would cost 1e-3 in the scores).
+    IEEE: multiply in full fp32 — for fp32 inputs (not TF32, whose 10-bit mantissa would cost 1e-3 in the
+    scores), and for every input in the interpreter, whose bf16/fp16 ``tl.dot`` is wrong (Triton 3.9); bf16
+    products are exact in fp32, so this is the GPU's bf16 dot up to the order of the sums.
     """
-    if IEEE:  # noqa: SIM108 (a constexpr branch, resolved when the kernel compiles)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+    if IEEE:
+        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee") * scale
     else:
         s = tl.dot(q, tl.trans(k)) * scale
     if HAS_CAP:
@@ -45,7 +47,7 @@ def _scores(q, k, scale, softcap, HAS_CAP: tl.constexpr, IEEE: tl.constexpr):
 def _pv(p, v, IEEE: tl.constexpr):
     """(BM, dv) fp32 p·v, p cast to the value dtype (as flash kernels do)."""
     if IEEE:
-        return tl.dot(p, v, input_precision="ieee")
+        return tl.dot(p, v.to(tl.float32), input_precision="ieee")
     return tl.dot(p.to(v.dtype), v)
 
 

@@ -1,0 +1,64 @@
+"""Choosing the probe's backend: auto, chunked, triton; observers that need probabilities keep the chunked path.
+
+The kernels themselves are checked in the contract matrix (tests/test_probe_contract.py); here, the choice.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gammalens.errors import GammalensError
+from gammalens.probe.fused import resolve_backend, triton_installed
+
+
+def test_auto_is_chunked_off_cuda() -> None:
+    assert resolve_backend("auto", "cpu", needs_probabilities=False) == ("chunked", None)
+    assert resolve_backend("chunked", "cpu", needs_probabilities=True) == ("chunked", None)
+
+
+def test_auto_is_triton_on_cuda_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gammalens.probe.fused as fused
+
+    monkeypatch.setattr(fused, "triton_installed", lambda: True)
+    assert resolve_backend("auto", "cuda", needs_probabilities=False) == ("triton", None)
+    monkeypatch.setattr(fused, "triton_installed", lambda: False)
+    assert resolve_backend("auto", "cuda", needs_probabilities=False) == ("chunked", None)
+
+
+def test_observers_fall_back_to_chunked_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gammalens.probe.fused as fused
+
+    monkeypatch.setattr(fused, "triton_installed", lambda: True)
+    name, note = resolve_backend("triton", "cuda", needs_probabilities=True)
+    assert name == "chunked" and "probabilities" in note
+    name, note = resolve_backend("auto", "cuda", needs_probabilities=True)
+    assert name == "chunked" and "chunked" in note
+    assert resolve_backend("auto", "cpu", needs_probabilities=True) == ("chunked", None)  # nothing was given up
+
+
+def test_bad_choices_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(GammalensError, match="--backend must be one of"):
+        resolve_backend("flash", "cpu", needs_probabilities=False)
+    if triton_installed():
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        with pytest.raises(GammalensError, match="CUDA"):
+            resolve_backend("triton", "cpu", needs_probabilities=False)
+
+
+def test_measure_config_validates_backend() -> None:
+    from gammalens.measurement import MeasureConfig
+
+    assert MeasureConfig(backend="chunked").backend == "chunked"
+    with pytest.raises(GammalensError, match="--backend"):
+        MeasureConfig(backend="flash")
+
+
+def test_sink_observers_run_chunked_under_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DistanceProbe with observers asked for triton resolves to the chunked path and says why."""
+    import gammalens.probe.fused as fused
+    from gammalens.probe.accumulate import ProfileAccumulator
+    from gammalens.probe.backend import DistanceProbe
+
+    monkeypatch.setattr(fused, "triton_installed", lambda: True)
+    probe = DistanceProbe(ProfileAccumulator(1, 1, 1, 3, 1, 0), observers=[lambda *a: None], backend="triton")
+    assert probe.resolve("cuda") == "chunked" and probe.note_
