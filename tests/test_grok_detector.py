@@ -51,11 +51,17 @@ def test_silent_on_monotone_curves(shape: str) -> None:
 
 
 def test_a_short_blip_does_not_fire() -> None:
-    curve = planted(rise_at=10_000, n=300, noise=0.0)  # never rises
-    curve[150:153] = 0.9  # three evaluations up: the running median of 5 ignores them
+    t = np.arange(300)
+    curve = np.interp(t, [0, 20, 60, 300], [0.95, 0.95, 0.6, 0.6])  # drops, never re-rises
     assert not run(curve).fired
-    curve[150:156] = 0.9  # six: the median follows for 4 evaluations, short of the window of 5
-    assert not run(curve).fired
+    blip = curve.copy()
+    blip[150:152] = 0.9  # two evaluations up: the running median of 5 ignores them
+    assert not run(blip).fired
+    blip[150:154] = 0.9  # four: the median follows for 4 evaluations, short of the window of 5
+    assert not run(blip).fired
+    blip[150:155] = 0.9  # five: the rule as documented fires, at the fifth smoothed evaluation above
+    det = run(blip)
+    assert det.fired_step == 10 * 156
 
 
 def test_parameters_change_what_counts() -> None:
