@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,18 @@ def test_resume_after_the_driver_is_killed(tmp_path) -> None:
     recorded = atlas_runs(tmp_path / "atlas.duckdb")
     assert sorted(r for r, _ in recorded) == [d.name for d in after]
     assert len({s for _, s in recorded}) == 4  # every cell exactly once
+
+
+def test_ctrl_c_waits_for_the_atlas_transaction_then_interrupts() -> None:
+    from gammalens.sweep.driver import _sigint_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        finished.append(True)  # the block ran to its end despite the Ctrl-C
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # --- the Ray executor (one 2-CPU instance for the module) ---------------------------------------------------

@@ -8,10 +8,14 @@ single-writer rule holds however many workers there are. After every cell it rew
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +151,9 @@ class _Driver:
                 print(f"gammalens-sweep: measured {run_dir.name}, recording in {pause} s", flush=True)
                 time.sleep(pause)
             try:
-                self.record(run_dir)
-                self.set(cell, "done", run_dir=run_dir, seconds=outcome.seconds)
+                with _sigint_deferred():  # a Ctrl-C waits until the run is recorded and its status saved
+                    self.record(run_dir)
+                    self.set(cell, "done", run_dir=run_dir, seconds=outcome.seconds)
             except GammalensError as err:
                 self.set(cell, "failed", f"measured as {run_dir.name} but not recorded: {one_line(err)}",
                          run_dir=run_dir, seconds=outcome.seconds)
@@ -234,8 +239,9 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
             driver.set(cell, "skipped", f"in {opts.out}" + (" (to record)" if opts.record else ""), run_dir=done_dir)
         elif done_dir is not None:
             try:
-                driver.record(done_dir)
-                driver.set(cell, "skipped", f"in {opts.out}; recorded now", run_dir=done_dir)
+                with _sigint_deferred():
+                    driver.record(done_dir)
+                    driver.set(cell, "skipped", f"in {opts.out}; recorded now", run_dir=done_dir)
             except GammalensError as err:
                 driver.set(cell, "failed", f"{done_dir.name} not recorded: {one_line(err)}", run_dir=done_dir)
         elif dry_run:
@@ -259,6 +265,32 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
                              "cells were cancelled and left nothing half-written — run the same command to "
                              "resume") from None
     return driver.result(t0)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends: one atlas transaction (under a second) is not cut short.
+
+    DuckDB turns a SIGINT inside a query into its own errors, which would mask the KeyboardInterrupt;
+    the transaction would still roll back, but the user would see a traceback, not one line.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        if len(caught) > 1:  # a second Ctrl-C does not wait (the transaction still rolls back)
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class _progress:
