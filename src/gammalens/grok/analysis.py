@@ -24,15 +24,27 @@ def condition_of(name: str) -> str:
     return name.split("_seed")[0]
 
 
-def memorised_step(runs_dir: Path, name: str, threshold: float = 0.99) -> int | None:
-    """First evaluation step with train accuracy ≥ ``threshold`` (when memorisation is complete), from the run's CSV."""
+def curve_facts(runs_dir: Path, name: str, grok_step: int | None) -> dict[str, float | int | None]:
+    """Descriptive facts from a run's CSV (not used by the detector or the test).
+
+    ``memorised``: first step with train accuracy ≥ 0.99; ``cka_memorised``, ``cka_grok``: CKA at that step
+    and at the grokking step (else at the last evaluation).
+    """
     import csv
 
     path = Path(runs_dir) / f"{name}.csv"
     if not path.exists():
-        return None
+        return {"memorised": None, "cka_memorised": None, "cka_grok": None}
     with path.open() as f:
-        return next((int(r["step"]) for r in csv.DictReader(f) if float(r["train_acc"]) >= threshold), None)
+        rows = list(csv.DictReader(f))
+    mem = next((r for r in rows if float(r["train_acc"]) >= 0.99), None)
+    end = next((r for r in rows if int(r["step"]) == grok_step), rows[-1])
+    return {"memorised": None if mem is None else int(mem["step"]),
+            "cka_memorised": None if mem is None else float(mem["cka"]), "cka_grok": float(end["cka"])}
+
+
+def _num(v: float | int | None, fmt: str = "{}") -> str:
+    return "–" if v is None else fmt.format(v)
 
 
 @dataclass(frozen=True)
@@ -123,14 +135,16 @@ def markdown(results: dict[str, RunResult], command: str, runs_dir: Path | None 
         gs = "–" if r["grok_step_median"] is None else f"{r['grok_step_median']:,.0f}"
         lines.append(f"| {r['condition']} | {r['runs']} | {r['grokked']} | {r['fired']} | {r['fired_before_grok']} "
                      f"| {gs} | {r['lead']} | {r['final_test_acc_median']:.3f} |")
-    lines += ["", "Per run (memorised: first step with train accuracy ≥ 0.99):", "",
-              "| run | memorised step | grokking step | detector fired | lead | final test acc |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "Per run (memorised: first step with train accuracy ≥ 0.99; CKA at that step and at the grokking "
+              "step, or at the last evaluation when the run did not grok — descriptive, not part of the test):", "",
+              "| run | memorised step | grokking step | detector fired | lead | CKA memorised | CKA grokking/end "
+              "| detector's minimum | final test acc |", "|---|---|---|---|---|---|---|---|---|"]
     for n, r in results.items():
-        mem = memorised_step(runs_dir, n) if runs_dir is not None else None
-        lines.append(f"| {n} | {mem if mem is not None else '–'} | {r.grok_step if r.grok_step is not None else '–'} "
-                     f"| {r.fire_step if r.fire_step is not None else '–'} | {r.lead if r.lead is not None else '–'} "
-                     f"| {r.final_test_acc:.3f} |")
+        f = curve_facts(runs_dir, n, r.grok_step) if runs_dir is not None else {}
+        ev = r.event or {}
+        lines.append(f"| {n} | {_num(f.get('memorised'))} | {_num(r.grok_step)} | {_num(r.fire_step)} | {_num(r.lead)} "
+                     f"| {_num(f.get('cka_memorised'), '{:.3f}')} | {_num(f.get('cka_grok'), '{:.3f}')} "
+                     f"| {_num(ev.get('minimum'), '{:.3f}')} | {r.final_test_acc:.3f} |")
     lines += ["", "![CKA and test accuracy per condition](grokking/curves.svg)", "",
               "![lead times](grokking/leads.svg)", "", END]
     return "\n".join(lines)
