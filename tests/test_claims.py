@@ -273,3 +273,13 @@ def test_the_report_links_the_claims(tmp_path, monkeypatch):
     assert "Claims this run bears on" in html
     for cid in ("estimator.null-corrected", "pade.median-error", "sinks.massive-activations-cause"):
         assert f"<code>{cid}</code>" in html
+
+
+def test_fixed_key_null_agrees_with_the_taf_estimators_own_synthetic_run():
+    """gammalens.taf (the book's estimator, written separately) on uniform rows gives the receipt's figures."""
+    from gammalens.claims.receipts.estimator import fixed_key_uniform
+    from gammalens.taf.synthetic import taf_synthetic, uniform_row
+
+    assert taf_synthetic(uniform_row).gamma == pytest.approx(fixed_key_uniform()["gamma"], abs=1e-12)
+    from30 = fixed_key_uniform(distances=(30, 50, 100, 200, 500, 1000, 2000))["gamma"]
+    assert taf_synthetic(uniform_row, fit_min_distance=30).gamma == pytest.approx(from30, abs=1e-12)

@@ -101,21 +101,27 @@ def pade_error(model: str = TINY, context: int | None = None, windows: int = 4, 
             "rel_error_obs": abs(g - gp) / abs(g), "rel_error_pade": abs(g - gp) / abs(gp)}
 
 
-def minilm_sinks(context: int = 64, windows: int = 4) -> dict[str, float]:
-    """Sinks and massive activations of the real all-MiniLM-L6-v2 (Sun et al. 2024 criterion).
+def sinks_and_massive(model: str = "minilm", context: int = 64, windows: int = 4, ablate: str = "zero") -> dict[str, float]:
+    """Sinks and massive activations of ``model`` (Sun et al. 2024 criterion), and the ablation's effect.
 
     Returns
     -------
     dict
         ``massive_count`` (coordinates with |h| ≥ 100 and ≥ 1000× the layer median), ``max_abs_h`` (the
-        largest |h| of any layer), ``max_ratio`` (that |h| over its layer's median |h|), ``sink_rate`` (share of heads whose first key gets > 0.3 of the
-        attention) and ``sink_mass_k1`` (mean attention on the first token).
+        largest |h| of any layer), ``max_ratio`` (that |h| over its layer's median |h|), ``sink_rate`` (share
+        of heads whose first key gets > 0.3 of the attention), ``sink_mass_k1`` (mean attention on the first
+        token) and, when there was something to ablate, ``sink_mass_k1_ablated`` and ``delta_sink`` (ablated
+        − baseline) with the massive activations set to zero (``ablate='zero'``) or their mean.
     """
     from gammalens.sinks.run import measure_sinks
 
-    r = measure_sinks("minilm", context=context, windows=windows, bootstrap=20, bos_variant=False)
+    r = measure_sinks(model, context=context, windows=windows, bootstrap=20, bos_variant=False, ablate=ablate)
     layer = int(r.massive.top_abs[:, 0].argmax())
     top = float(r.massive.top_abs[layer, 0])
-    return {"massive_count": float(r.massive.count.sum()), "max_abs_h": top,
-            "max_ratio": top / float(r.massive.median_abs[layer]),
-            "sink_rate": r.sink_rate, "sink_mass_k1": float(r.baseline.mass_k(1).mean())}
+    out = {"massive_count": float(r.massive.count.sum()), "max_abs_h": top,
+           "max_ratio": top / float(r.massive.median_abs[layer]), "sink_rate": r.sink_rate,
+           "sink_mass_k1": float(r.baseline.mass_k(1).mean())}
+    if r.ablated is not None:
+        out["sink_mass_k1_ablated"] = float(r.ablated.mass_k(1).mean())
+        out["delta_sink"] = out["sink_mass_k1_ablated"] - out["sink_mass_k1"]
+    return out
