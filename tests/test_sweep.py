@@ -15,7 +15,7 @@ import pytest
 
 from gammalens.errors import GammalensError
 from gammalens.sweep import SweepError, load_spec, plan_cell, run_sweep
-from gammalens.sweep.cell import CRASH_ONCE_ENV
+from gammalens.sweep.cell import CRASH_ONCE_ENV, run_cell
 from gammalens.sweep.driver import PAUSE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +126,11 @@ def test_local_sweep_isolates_a_failing_cell_and_reruns_as_a_no_op(tmp_path, cap
         settings = {k: v for k, v in cell["settings"].items() if v is not None}
         direct = measure(**settings, out=tmp_path / "direct", report=False)
         assert model_gammas(run_dir) == model_gammas(direct.run_dir)
+
+    # a retried task (its worker died after the run was written) returns that run instead of measuring again
+    cell = next(c for c in status["cells"] if c["status"] == "done")
+    retried = run_cell(cell["settings"], str(tmp_path / "runs"))
+    assert retried["ok"] and Path(retried["run_dir"]).name == cell["run_id"]
 
     again = run_sweep(spec)
     assert (again.count("done"), again.count("skipped"), again.failed) == (0, 2, 2)
@@ -240,6 +245,13 @@ def test_ctrl_c_cancels_outstanding_ray_tasks_and_leaves_nothing_half_written(ra
     assert result.count("done") == 4 - n_before and result.count("skipped") == n_before
     recorded = atlas_runs(tmp_path / "atlas.duckdb")
     assert len(recorded) == 4 and len({s for _, s in recorded}) == 4
+
+
+@pytest.mark.slow  # shares the Ray instance
+def test_a_cell_no_ray_node_can_hold_fails_at_once(ray_instance, tmp_path) -> None:
+    spec = write_spec(tmp_path / "s.toml", 'models = ["gammalens-tiny"]\ncontexts = [32]\ndevices = ["cuda"]\n')
+    result = run_sweep(spec, executor="ray")
+    assert result.failed == 1 and "0 GPUs; the cell needs 1 and 1" in result.cells[0].reason
 
 
 def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch) -> None:

@@ -7,9 +7,11 @@ written atomically, and the atlas is left to the driver.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 CRASH_ONCE_ENV = "_GAMMALENS_SWEEP_CRASH_ONCE"  # test hook: a marker path; the first cell to run dies hard
@@ -55,6 +57,26 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     return text[:limit]
 
 
+def existing_run(out: str, settings: dict[str, Any]) -> Path | None:
+    """A finished run directory in ``out`` with exactly these settings (found by its settings-hash suffix)."""
+    from gammalens.sweep.plan import canonical, settings_hash
+
+    parent = Path(out)
+    if not parent.is_dir():
+        return None
+    key, want = settings_hash(settings), canonical(settings)
+    for run_dir in sorted(parent.glob(f"*-{key}*")):
+        if run_dir.name.startswith(".") or not (run_dir / "fits.csv").is_file():
+            continue
+        try:
+            theirs = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("settings")
+        except (OSError, ValueError):
+            continue
+        if isinstance(theirs, dict) and canonical(theirs) == want:
+            return run_dir
+    return None
+
+
 def run_cell(settings: dict[str, Any], out: str, report: bool = False, threads: int | None = None) -> dict[str, Any]:
     """Measure one cell into ``out`` and return a :class:`CellOutcome` as a dict (picklable, version-proof).
 
@@ -78,6 +100,9 @@ def run_cell(settings: dict[str, Any], out: str, report: bool = False, threads: 
         open(marker, "w").close()
         os._exit(17)  # simulate a worker lost mid-cell (OOM killer, preempted node)
     try:
+        done = existing_run(out, settings)
+        if done is not None:  # an earlier attempt of this cell (a retried task) finished it
+            return CellOutcome(ok=True, run_dir=str(done), seconds=time.perf_counter() - t0).to_dict()
         import torch
 
         from gammalens.measurement import MeasureConfig, measure

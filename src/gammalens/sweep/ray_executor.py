@@ -56,8 +56,17 @@ def run_ray(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDone
         started = True
     task = ray.remote(run_cell)
     args = (str(options.out), options.report, options.threads)
-    waiting, inflight = list(cells), {}
-    limit = options.max_parallel or len(cells)
+    total = ray.cluster_resources()
+    waiting, inflight = [], {}
+    for cell in cells:  # a task no node can ever hold would wait forever: fail it now
+        gpus = gpus_for(cell, options)
+        if gpus > total.get("GPU", 0) or options.cpus_per_cell > total.get("CPU", 0):
+            on_done(cell, CellOutcome(ok=False, error=f"the Ray cluster has {total.get('CPU', 0):g} CPUs and "
+                                      f"{total.get('GPU', 0):g} GPUs; the cell needs {options.cpus_per_cell:g} and "
+                                      f"{gpus:g}"))
+        else:
+            waiting.append(cell)
+    limit = options.max_parallel or max(len(waiting), 1)
     try:
         while waiting or inflight:
             while waiting and len(inflight) < limit:
