@@ -491,27 +491,16 @@ app.add_typer(grok_app, name="grok")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning bad input into one line and exit code 2."""
-    try:
-        rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit's code
-        sys.exit(rc if isinstance(rc, int) else 0)
-    except GammalensError as err:
-        print(f"gammalens: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("gammalens: error: interrupted; no partial output was left behind", file=sys.stderr)
-        sys.exit(2)
-    except typer.Exit as ex:
-        sys.exit(ex.exit_code)
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
+    """Console-script entry point: run the app; every failure the user can act on (bad input, a usage error,
+    Ctrl-C or SIGTERM, a full disk) becomes one line on stderr and exit code 2 (:mod:`gammalens.failure`)."""
+    from gammalens.failure import clean_exit
 
-        if isinstance(err, click.exceptions.UsageError):
-            print(f"gammalens: error: {err.format_message()}", file=sys.stderr)
-            sys.exit(2)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(2)
-        raise
+    with clean_exit():
+        try:
+            rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit's code
+        except typer.Exit as ex:
+            rc = ex.exit_code
+        sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

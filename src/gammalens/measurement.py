@@ -256,6 +256,8 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         resolve_device(config.device)
     net, tokenizer = loaded if loaded is not None else load_model(src, config.dtype, config.device)
     arch = arch_facts(net)
+    if arch["n_layers"] < 1:
+        raise GammalensError(f"{src.id} has no layers (num_hidden_layers = {arch['n_layers']}): nothing to measure")
     context = config.context or min(DEFAULT_CONTEXT, arch["max_positions"] or DEFAULT_CONTEXT)
     if arch["max_positions"] and context > arch["max_positions"] and not config.allow_extrapolation:
         raise GammalensError(

@@ -92,8 +92,12 @@ def resolve_model(spec: str | None) -> ModelSource:
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
-                                                        "tokenizer*", "*.py"])
+        from gammalens import hub
+
+        with hub.quiet():  # offline: one line after a short connect, not a dozen retry lines
+            hub.reachable_or_raise()
+            local = snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                                            "tokenizer*", "*.py"])
     except Exception as err:  # offline, unknown repo, gated, …: all the same to the user
         raise ModelError(
             f"model {spec!r} is not a local directory or short name ({', '.join(sorted(embedded))}) and could not "
@@ -137,6 +141,11 @@ def check_softmax_attention(config: Any) -> None:
         raise ModelError(f"{mt} is {NO_SOFTMAX_ATTENTION[mt]}: it has no softmax attention, so there is no γ to measure")
 
 
+# any one of these makes a directory loadable with AutoTokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt", "vocab.json",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
 def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in eval mode with sdpa attention.
 
@@ -153,6 +162,9 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
     except Exception as err:
         raise ModelError(f"cannot read the config of {src.id}: {_first_line(err)}") from None
     check_softmax_attention(config)
+    if not any((Path(src.path) / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"{src.id} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} …); copy the "
+                         "model's tokenizer into its directory")
     causal = bool(getattr(config, "is_decoder", False)) or any(
         a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
     cls = AutoModelForCausalLM if causal else AutoModel
@@ -166,8 +178,9 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
             except ValueError as err:
                 if "scaled_dot_product_attention" not in str(err):
                     raise
-                # no sdpa: load as is, so the probe can say the model is outside the AttentionInterface
-                model = cls.from_pretrained(src.path, **{k: v for k, v in kw.items() if k != "attn_implementation"})
+                # no sdpa (e.g. Gemma-2 from transformers 5.3): eager, which the probe replaces all the same;
+                # a model outside the AttentionInterface is then named as such by the probe
+                model = cls.from_pretrained(src.path, **(kw | {"attn_implementation": "eager"}))
             tokenizer = AutoTokenizer.from_pretrained(src.path)
     except Exception as err:
         raise ModelError(f"cannot load {src.id} with transformers: {_first_line(err)}") from None

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import GammalensError
-from gammalens.rundir import read_fits_csv, read_manifest
 
 
 @dataclass(frozen=True)
@@ -39,30 +38,53 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
 
 
-def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
-    """Re-measure ``run_dir`` with its recorded settings (nothing written) and compare every γ.
+# what a run reports beside γ, checked on every row: numbers within the tolerance, labels exactly
+CHECKED_NUMBERS = ("gamma_ci_low", "gamma_ci_high", "r2", "sink_mass")
+CHECKED_LABELS = ("phase", "preferred_model")
 
-    Weight hashes and the corpus hash are compared too: a mismatch is reported as a note and fails
-    the verdict, since the re-run then measures something else.
+
+def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
+    """Re-measure ``run_dir`` with its recorded settings (nothing written) and compare what it reports.
+
+    The run is first read as the run format defines it (format version, files, columns, shapes), and its
+    manifest's result must be its own ``fits.csv`` model row. Then every row's γ is compared (the verdict's
+    number); its CI, R² and sink mass within the same tolerance, and its phase and preferred law exactly,
+    are checked too: a mismatch is a note that fails the verdict. Weight and corpus hashes are compared
+    as well, since the re-run otherwise measures something else.
     """
+    from gammalens.atlas.run import read_run
     from gammalens.measurement import MeasureConfig, measure
 
-    if not tolerance > 0:
-        raise GammalensError(f"--tolerance must be > 0 (got {tolerance})")
-    man = read_manifest(run_dir)
-    old = {r["name"]: r for r in read_fits_csv(Path(run_dir) / "fits.csv")}
-    s = dict(man["settings"])
-    s["model"] = man["model"]["path"] if man["model"]["source"] in ("local", "gguf") else man["model"]["id"]
+    if not (tolerance > 0 and math.isfinite(tolerance)):
+        raise GammalensError(f"--tolerance must be a positive finite number (got {tolerance})")
+    run = read_run(run_dir)  # RunFormatError (a GammalensError) for anything that is not a valid run
+    man = run.manifest
+    try:
+        model, settings, recorded = man["model"], dict(man["settings"]), man.get("result") or {}
+        s = settings | {"model": model["path"] if model["source"] in ("local", "gguf") else model["id"]}
+        weights, corpus_sha, versions = model["weights_sha256"], man["corpus"]["sha256"], man["versions"]
+    except (KeyError, TypeError) as err:
+        raise GammalensError(f"{run_dir}/manifest.json lacks what a re-run needs ({err}); it is not a complete "
+                             "gammalens manifest") from None
+    old = {r["name"]: r for r in run.fits}
+    notes = []
+    for key, value in recorded.items():
+        mine = old.get("model", {}).get(key)
+        if isinstance(value, float) and isinstance(mine, float):
+            same = math.isclose(value, mine, rel_tol=1e-9, abs_tol=1e-12)
+        else:
+            same = value == mine
+        if not same:
+            notes.append(f"the manifest's result {key} = {value!r} differs from fits.csv's model row ({mine!r})")
     known = set(MeasureConfig.__dataclass_fields__)
     new = measure(config=MeasureConfig(**{k: v for k, v in s.items() if k in known}))
-    notes = []
-    if new.manifest["model"]["weights_sha256"] != man["model"]["weights_sha256"]:
+    if new.manifest["model"]["weights_sha256"] != weights:
         notes.append("weight files differ from the recorded hashes")
-    if new.manifest["corpus"]["sha256"] != man["corpus"]["sha256"]:
+    if new.manifest["corpus"]["sha256"] != corpus_sha:
         notes.append("corpus windows differ from the recorded hash (another Python standard library?)")
     for k in ("torch", "transformers"):
-        if new.manifest["versions"][k] != man["versions"][k]:
-            notes.append(f"{k} {man['versions'][k]} → {new.manifest['versions'][k]}")
+        if new.manifest["versions"][k] != versions.get(k):
+            notes.append(f"{k} {versions.get(k)} → {new.manifest['versions'][k]}")
     worst, diff = "model", 0.0
     for r in new.fits:
         o = old.get(r["name"], {}).get("gamma")
@@ -73,9 +95,29 @@ def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
             continue
         if abs(a - o) > diff:
             worst, diff = r["name"], abs(a - o)
+    notes += _reported_differences(old, new.fits, tolerance)
     hard = [n for n in notes if "differ" in n]
     return Verdict(ok=diff <= tolerance and not hard, tolerance=tolerance, max_abs_diff=diff, worst=worst,
                    model_gamma=(old["model"]["gamma"], new.model_fit["gamma"]), notes=notes)
+
+
+def _reported_differences(old: dict[str, dict], new_fits: list[dict], tolerance: float) -> list[str]:
+    """One note per reported column (beside γ) that differs, naming how many rows and the first one."""
+    bad: dict[str, list[str]] = {}
+    for r in new_fits:
+        o = old.get(r["name"])
+        if o is None:
+            continue
+        for c in CHECKED_NUMBERS:
+            a, b = o.get(c), r.get(c)
+            a_ok = isinstance(a, (int, float)) and math.isfinite(a)
+            b_ok = isinstance(b, (int, float)) and math.isfinite(b)
+            if a_ok != b_ok or (a_ok and abs(a - b) > tolerance):
+                bad.setdefault(c, []).append(f"{r['name']}: {a} → {b}")
+        for c in CHECKED_LABELS:
+            if c in o and o.get(c) != r.get(c):
+                bad.setdefault(c, []).append(f"{r['name']}: {o.get(c)} → {r.get(c)}")
+    return [f"{c} differs on {len(rows)} row(s), e.g. {rows[0]}" for c, rows in bad.items()]
 
 
 def print_verdict(v: Verdict, console: Any = None) -> None:

@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -167,13 +167,22 @@ def connect(atlas: Path | str | None = None, *, read_only: bool = False) -> Iter
 @contextmanager
 def transaction(con: Any) -> Iterator[Any]:
     """``BEGIN`` … ``COMMIT``; ``ROLLBACK`` on any exception (Ctrl-C included)."""
+    import duckdb
+
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
     except BaseException:
-        con.execute("ROLLBACK")
+        with suppress(duckdb.Error):  # a connection already broken (e.g. by a full disk) has nothing to undo
+            con.execute("ROLLBACK")
         raise
-    con.execute("COMMIT")
+    try:
+        con.execute("COMMIT")
+    except duckdb.Error as err:  # e.g. the disk filled up while writing the change
+        with suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise AtlasError(f"the atlas change could not be committed ({str(err).splitlines()[0]}); nothing was "
+                         "changed — free some space or choose another atlas with --atlas") from None
 
 
 def scalar(con: Any, sql: str, params: Sequence[Any] | None = None) -> Any:

@@ -254,11 +254,13 @@ def write_report(run_dirs: list[Path], out: Path, *, atlas: Path | str | None = 
     out = Path(out)
     if out.is_dir():
         out = out / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(html, encoding="utf-8")
         os.replace(partial, out)
+    except OSError as err:  # disk full, no permission, a file where a folder should be
+        raise GammalensError(f"cannot write the report {out} ({err.strerror or err}); nothing was written") from None
     finally:
         partial.unlink(missing_ok=True)
     return out

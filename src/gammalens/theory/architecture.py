@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,10 +64,15 @@ def load_config(source: str | Path) -> dict[str, Any]:
         try:
             from transformers import AutoConfig
 
-            raw = AutoConfig.from_pretrained(str(source)).to_dict()
+            from gammalens import hub
+
+            with hub.quiet():  # offline: one line after a short connect, not a dozen retry lines
+                hub.reachable_or_raise()
+                raw = AutoConfig.from_pretrained(str(source)).to_dict()
         except Exception as err:
+            reason = str(err).splitlines()[0][:160] if isinstance(err, ConnectionError) else type(err).__name__
             raise TheoryError(f"{source!r} is not a local config.json or directory, and the hub lookup failed "
-                              f"({type(err).__name__}); pass a path to config.json") from None
+                              f"({reason}); pass a path to config.json") from None
     if not isinstance(raw, dict):
         raise TheoryError(f"{source} does not hold a JSON object; pass a model's config.json")
     if isinstance(raw.get("text_config"), Mapping) and not any(k in raw for k in _ALIASES["num_hidden_layers"]):
@@ -207,6 +213,20 @@ def _layer_kinds(raw: Mapping[str, Any], cfg: Any, n_layers: int) -> tuple[tuple
     return ("full",) * n_layers, None
 
 
+_MAX_COUNT = 2**48  # beyond any real layer count, width, vocabulary or context
+
+
+def _count(value: Any, name: str, minimum: int = 1) -> int:
+    """A config's size field as an int ≥ ``minimum``; TheoryError for text, fractions, inf/NaN or absurd sizes."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and value.is_integer():
+        value, ok = int(value), True
+    if not ok or not (minimum <= value <= _MAX_COUNT):
+        raise TheoryError(f"config.json: {name} = {value!r} is not a whole number in [{minimum}, 2^48]; "
+                          "fix config.json")
+    return int(value)
+
+
 def architecture(raw: Mapping[str, Any]) -> Architecture:
     """Architecture facts from a config dict (see :func:`load_config`).
 
@@ -227,14 +247,15 @@ def architecture(raw: Mapping[str, Any]) -> Architecture:
         raise TheoryError(f"config.json lacks {', '.join(missing)} (needed for sizes and KV cache); "
                           "pass the model's complete config.json")
     cfg = _transformers_config(raw)
-    n_layers = int(_get(raw, "num_hidden_layers"))
-    hidden = int(_get(raw, "hidden_size"))
-    n_heads = None if no_attention else int(_get(raw, "num_attention_heads"))
+    n_layers = _count(_get(raw, "num_hidden_layers"), "num_hidden_layers")
+    hidden = _count(_get(raw, "hidden_size"), "hidden_size")
+    n_heads = None if no_attention else _count(_get(raw, "num_attention_heads"), "num_attention_heads")
     n_kv = head_dim = None
     if n_heads is not None:
         n_kv = raw.get("num_key_value_heads") or raw.get("num_kv_heads") or (1 if raw.get("multi_query") else n_heads)
         head_dim = raw.get("head_dim") or (getattr(cfg, "head_dim", None) if cfg is not None else None)
-        head_dim = int(head_dim or hidden // n_heads)
+        n_kv = _count(n_kv, "num_key_value_heads")
+        head_dim = _count(head_dim or hidden // n_heads, "head_dim")
         if n_heads % int(n_kv):
             raise TheoryError(f"num_attention_heads={n_heads} is not a multiple of num_key_value_heads={n_kv}; "
                               "fix config.json")
@@ -245,7 +266,10 @@ def architecture(raw: Mapping[str, Any]) -> Architecture:
     tie = raw.get("tie_word_embeddings")
     if tie is None:
         tie = getattr(cfg, "tie_word_embeddings", True) if cfg is not None else True
+    intermediate = None if intermediate is None else _count(intermediate, "intermediate_size")
+    max_pos = None if max_pos is None else _count(max_pos, "max_position_embeddings")
     kinds, window = _layer_kinds(raw, cfg, n_layers)
+    window = None if window is None else _count(window, "sliding_window")
     rope: dict[str, RopeSpec] = {}
     if no_attention:
         positions = "none"
@@ -256,11 +280,16 @@ def architecture(raw: Mapping[str, Any]) -> Architecture:
     else:
         rope = rope_specs(cfg if cfg is not None and getattr(cfg, "rope_parameters", None) else raw)
         positions = "rope" if rope else "unknown"
+        for kind, spec in rope.items():
+            if not (isinstance(spec.theta, (int, float)) and math.isfinite(spec.theta) and spec.theta > 0):
+                raise TheoryError(f"config.json: rope_theta ({kind}) = {spec.theta!r} is not a positive finite "
+                                  "number; fix config.json")
     mla = None
     if raw.get("kv_lora_rank"):
         mla = (int(raw["kv_lora_rank"]), int(raw.get("qk_rope_head_dim") or 0))
     return Architecture(
-        model_type=model_type, n_layers=n_layers, hidden_size=hidden, vocab_size=int(_get(raw, "vocab_size")),
+        model_type=model_type, n_layers=n_layers, hidden_size=hidden,
+        vocab_size=_count(_get(raw, "vocab_size"), "vocab_size"),
         n_heads=n_heads, n_kv_heads=None if n_kv is None else int(n_kv), head_dim=head_dim,
         intermediate_size=None if intermediate is None else int(intermediate),
         max_positions=None if max_pos is None else int(max_pos), tie_embeddings=bool(tie), layer_kinds=kinds,

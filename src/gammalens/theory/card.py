@@ -12,6 +12,7 @@ The activation allowance defaults to 10% of the GPU memory (the share vLLM leave
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,14 +274,15 @@ def build_card(source: str | Path, *, context: int | None = None, dtype: str | N
         context = arch.max_positions
     if not (isinstance(context, int) and context >= 1):
         raise TheoryError(f"the context T must be at least 1 token (got {context})")
-    if not gpu_mem_gib > 0:
-        raise TheoryError(f"--gpu-mem must be a positive number of GiB (got {gpu_mem_gib})")
+    if not (gpu_mem_gib > 0 and math.isfinite(gpu_mem_gib)):
+        raise TheoryError(f"--gpu-mem must be a positive, finite number of GiB (got {gpu_mem_gib})")
     eps = kv_window.check_eps(eps)
     declared = str(raw.get("torch_dtype") or raw.get("dtype") or "").lower().removeprefix("torch.")
     weight_dtype = dtype or (declared if declared in kv_cache.DTYPE_BYTES else "bf16")  # e.g. "auto" → bf16
     activation_gib = ACTIVATION_FRACTION * gpu_mem_gib if activation_gib is None else float(activation_gib)
-    if activation_gib < 0:
-        raise TheoryError(f"the activation allowance must be ≥ 0 GiB (got {activation_gib})")
+    if not (0 <= activation_gib < gpu_mem_gib):
+        raise TheoryError(f"the activation allowance must be ≥ 0 GiB and below --gpu-mem {gpu_mem_gib:g} GiB "
+                          f"(got {activation_gib})")
     verdicts = _structure_verdicts(arch, context)
     rope_section = prediction = None
     if arch.positions == "rope" and arch.attention != "none":
