@@ -222,6 +222,12 @@ def test_cli_estimator_taf_end_to_end(tmp_path, capsys) -> None:
         ours = con.execute("SELECT name, estimator, gamma FROM model_fits").fetchall()
     assert rows == [("taf", "taf", pytest.approx(taf["gamma"]), pytest.approx(taf["r2"]), 10, 100, 2)]
     assert ours == [("model", "null", pytest.approx(man["result"]["gamma"]))]
+    from types import SimpleNamespace
+
+    from gammalens.summary import summary_dict
+
+    fake = SimpleNamespace(manifest=man, run_dir=None, model_fit={"gamma": man["result"]["gamma"]}, fits=[])
+    assert summary_dict(fake)["taf"]["gamma"] == pytest.approx(taf["gamma"])  # `measure --json` carries it
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -78,4 +78,5 @@ def summary_dict(result: Any) -> dict:
         "model": man["model"]["id"], "corpus": man["corpus"]["name"], "settings": man["settings"],
         "result": man["result"], "model_fit": result.model_fit,
         "layers": [{k: r.get(k) for k in keep} for r in result.fits if r["scope"] == "layer"],
+        **({"taf": man["taf"]} if man.get("taf") else {}),  # the book's estimator, with --estimator taf
     })
