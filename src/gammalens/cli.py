@@ -489,6 +489,10 @@ from gammalens.grok.cli import grok_app  # noqa: E402  (grokking early warning; 
 
 app.add_typer(grok_app, name="grok")
 
+from gammalens.kv.cli import kv_app  # noqa: E402  (KV plans, the γ-window cache; its own package)
+
+app.add_typer(kv_app, name="kv")
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app; every failure the user can act on (bad input, a usage error,

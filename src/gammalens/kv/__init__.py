@@ -1,0 +1,11 @@
+"""The γ-window KV cache: per-head windows from measured profiles (glossary: D_f, KV cache, GQA).
+
+- :mod:`~gammalens.kv.tails`     measured tail curves per head, extended by the fitted law beyond the run
+- :mod:`~gammalens.kv.allocate`  token budget → windows minimising the attention mass lost (water-filling)
+- :mod:`~gammalens.kv.plan`      ``gammalens kv plan RUN_DIR``: the plan (ε or budget mode), table and JSON
+- :mod:`~gammalens.kv.cache`     a ``transformers`` Cache that holds only sink + last-W tokens per KV head
+- :mod:`~gammalens.kv.attention` the attention function that reads that cache (installed by a context manager)
+- :mod:`~gammalens.kv.press`     ``GammaWindowPress`` for NVIDIA kvpress (optional extra ``gammalens[kvpress]``)
+
+Nothing here is imported by ``import gammalens``; torch, transformers and kvpress load on first use.
+"""
