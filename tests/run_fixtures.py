@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from gammalens.atlas.taf import TAF_FILE
+from gammalens.run_format import FIT_COLUMNS, FORMAT
 from gammalens.theory.phases import phase
 
 # the book's published γ atlas: the copy shipped inside the package as reference data
@@ -40,9 +41,7 @@ def taf_csv() -> Path:
     assert TAF_CSV.is_file(), f"the published atlas ships with the package at {TAF_CSV}"
     return TAF_CSV
 
-FITS_HEADER = ["name", "scope", "layer", "head", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "gamma_mle",
-               "method", "fit_d_min", "fit_d_max", "phase", "sink_mass", "preferred_model",
-               "delta_aic_exponential", "delta_aic_cutoff", "r2_exponential", "cutoff_lambda", "n_docs"]
+FITS_HEADER = list(FIT_COLUMNS)  # the format's own column table
 
 
 def default_gammas(n_layers: int, n_heads: int) -> np.ndarray:
@@ -156,7 +155,7 @@ def write_run(
         doc_sink_queries=np.full((n_docs, n_layers), float(n_queries)),
     )
     manifest = {
-        "format": "gammalens.run/1", "run_id": run_id, "created": created,
+        "format": FORMAT, "run_id": run_id, "created": created,
         "model": {"id": model_id, "source": "local", "path": f"/models/{slug}",
                   "weights_sha256": {"model.safetensors": hashlib.sha256(model_id.encode()).hexdigest()},
                   "arch": {"model_type": "llama" if rope_theta else "bert", "architectures": ["LlamaForCausalLM"],

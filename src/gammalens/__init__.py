@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gammalens.errors import GammalensError
+from gammalens.version import __version__
 
 if TYPE_CHECKING:
     from gammalens.measurement import MeasureResult
     from gammalens.taf import TafResult
 
-__version__ = "0.1.0"
 __all__ = ["GammalensError", "__version__", "measure", "taf_gamma"]
 
 

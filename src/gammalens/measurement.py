@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import FitError, GammalensError
+from gammalens.run_format import FORMAT
 
-FORMAT = "gammalens.run/1"
 DEFAULT_CONTEXT = 512
 
 
@@ -236,7 +236,6 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     import numpy as np
     import torch
 
-    from gammalens import __version__
     from gammalens.corpus import load_windows
     from gammalens.fit.heads import FitSettings, fit_profile
     from gammalens.models import arch_facts, load_model, resolve_device, resolve_model
@@ -244,6 +243,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     from gammalens.probe.backend import DistanceProbe, probing
     from gammalens.probe.profile import DistanceProfile
     from gammalens.rundir import RunWriter
+    from gammalens.version import __version__
 
     if config is None:
         config = MeasureConfig(model=model, **settings)

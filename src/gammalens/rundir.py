@@ -14,13 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gammalens import run_format
 from gammalens.errors import GammalensError
 
-FIT_COLUMNS = [
-    "name", "scope", "layer", "head", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "gamma_mle", "method",
-    "fit_d_min", "fit_d_max", "phase", "sink_mass", "preferred_model", "delta_aic_exponential",
-    "delta_aic_cutoff", "r2_exponential", "cutoff_lambda", "n_docs",
-]
+FIT_COLUMNS = list(run_format.FIT_COLUMNS)  # the writer's column order: the format's table
 
 
 def _jsonable(x: Any) -> Any:
@@ -226,7 +223,7 @@ def read_fits_csv(path: Path) -> list[dict]:
                     row[k] = None
                     continue
                 try:
-                    row[k] = int(v) if k in {"layer", "head", "fit_d_min", "fit_d_max", "n_docs"} else float(v)
+                    row[k] = int(v) if k in run_format.INT_COLUMNS else float(v)
                 except ValueError:
                     row[k] = v
             out.append(row)

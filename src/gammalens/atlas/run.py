@@ -22,36 +22,10 @@ from typing import Any
 import numpy as np
 
 from gammalens.errors import GammalensError
+from gammalens.run_format import FIT_COLUMNS, FORMAT, PROFILE_ARRAYS, REQUIRED_FIT_COLUMNS, SCOPES
 
-RUN_FORMAT = "gammalens.run/1"
-
-# fits.csv columns of format version 1 and how each is parsed; any other column is kept as an "extra"
-# (a number when it parses as one, else text) so that later columns (e.g. ``gamma_pade``) reach the atlas.
-FIT_COLUMNS: dict[str, str] = {
-    "name": "str",
-    "scope": "str",
-    "layer": "int",
-    "head": "int",
-    "gamma": "float",
-    "gamma_ci_low": "float",
-    "gamma_ci_high": "float",
-    "r2": "float",
-    "gamma_mle": "float",
-    "method": "str",
-    "fit_d_min": "int",
-    "fit_d_max": "int",
-    "phase": "str",
-    "sink_mass": "float",
-    "preferred_model": "str",
-    "delta_aic_exponential": "float",
-    "delta_aic_cutoff": "float",
-    "r2_exponential": "float",
-    "cutoff_lambda": "float",
-    "n_docs": "int",
-}
-REQUIRED_FIT_COLUMNS = ("name", "scope", "layer", "head", "gamma")
-SCOPES = ("head", "layer", "model")
-PROFILE_ARRAYS = ("mass", "pairs", "mass_cs", "queries_cs", "cs_horizon", "sink_mass")
+# the format's version, column table and arrays are defined once, in gammalens.run_format
+RUN_FORMAT = FORMAT
 
 
 class RunFormatError(GammalensError):
