@@ -48,13 +48,15 @@ def claims_verify(
     ledger: LedgerPath = None,
 ) -> None:
     """Re-run the receipts and compare each figure with its expectation; exit 1 if one no longer reproduces."""
-    from gammalens.claims.console import make_console, print_result, print_totals
+    from gammalens.claims.console import make_console, print_result, print_totals, print_without_receipt
     from gammalens.claims.ledger import load_ledger
     from gammalens.claims.verify import all_passed, verify_claims
 
-    console = make_console()
-    results = verify_claims(load_ledger(ledger), claim_ids or [], slow=slow,
-                            on_result=lambda c, r: print_result(c, r, console))
+    console, led = make_console(), load_ledger(ledger)
+    results = verify_claims(led, claim_ids or [], slow=slow, on_result=lambda c, r: print_result(c, r, console))
+    for claim in led.select(claim_ids or []):
+        if not claim.receipts:
+            print_without_receipt(claim, console)
     print_totals(results, console)
     if not all_passed(results):
         raise typer.Exit(1)

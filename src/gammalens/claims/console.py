@@ -67,6 +67,14 @@ def print_result(claim: Claim, result: ReceiptResult, console: Any = None) -> No
     console.print(f"{_STATUS[result.status]}  [bold]{claim.id}[/]  {detail}  [dim]{result.seconds:.1f} s[/]")
 
 
+def print_without_receipt(claim: Claim, console: Any = None) -> None:
+    """A claim that has nothing to re-run (not tested yet, or not testable here), with the reason."""
+    from rich.markup import escape
+
+    console = console or make_console()
+    console.print(f"[dim]{verdict_mark(claim.verdict)}[/]  [bold]{claim.id}[/]  no receipt: {escape(claim.why)}")
+
+
 def print_totals(results: list[ReceiptResult], console: Any = None) -> None:
     """The closing line: how many receipts passed, failed and were skipped."""
     console = console or make_console()
