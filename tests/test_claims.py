@@ -190,10 +190,18 @@ def test_verify_exits_1_when_a_receipt_raises_and_still_runs_the_others(broken_l
     assert "1 passed, 2 failed" in out
 
 
-def test_verify_passes_on_a_correct_ledger_and_skips_slow_receipts(capsys):
-    rc, out, _ = run_cli(["claims", "verify", "atlas.r2-above-095", "pade.median-error"], capsys)
-    assert rc == 0
-    assert "2 passed, 0 failed, 1 skipped" in out
+def test_verify_passes_on_a_correct_ledger_and_runs_slow_receipts_only_when_asked(tmp_path, capsys):
+    slow = BROKEN[BROKEN.index('[[claim]]\nid = "fine.atlas"'):]
+    slow += '\n[[claim.receipt]]\ncall = "gammalens.claims.receipts.atlas:coverage"\nscale = "the table"\nslow = true\n' \
+            'expect = { models = { value = 42, tol = 0 } }\n'
+    path = tmp_path / "slow.toml"
+    path.write_text(slow, encoding="utf-8")
+    rc, out, _ = run_cli(["claims", "verify", "--ledger", str(path)], capsys)
+    assert rc == 0 and "1 passed, 0 failed, 1 skipped" in out
+    rc, out, _ = run_cli(["claims", "verify", "--slow", "--ledger", str(path)], capsys)
+    assert rc == 0 and "2 passed, 0 failed, 0 skipped" in out
+    rc, out, _ = run_cli(["claims", "verify", "grok.cka-rerise"], capsys)  # nothing to run: says why, passes
+    assert rc == 0 and "no receipt" in out and "0 passed, 0 failed" in out
 
 
 @pytest.mark.parametrize("args", [["claims", "verify", "no.such-claim"], ["claims", "show", "no.such-claim"],

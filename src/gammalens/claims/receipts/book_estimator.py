@@ -12,15 +12,17 @@ from pathlib import Path
 
 
 def taf_theta_rescale(model: str = "smollm2", factors: tuple[float, ...] = (1.0, 256.0), windows: int = 8,
-                      corpus: str = "stdlib", fit_min_distance: int | None = 30, seed: int = 42) -> dict[str, float]:
+                      corpus: str = "stdlib", fit_min_distance: int = 30, seed: int = 42) -> dict[str, float]:
     """The θ-rescale control read with the book's fixed-key estimator (key 49, windows of d + 50).
+
+    ``fit_min_distance`` 30 fits d ≥ 30 as the book's atlas rows; 0 fits every measured d.
 
     Returns
     -------
     dict
         ``gamma_taf_x{f}`` per factor f and ``delta_gamma_taf`` (last factor − first).
     """
-    from gammalens.claims.receipts.models import _rescaled, model_directory
+    from gammalens.claims.receipts.models import model_directory, rescaled_link_copy
     from gammalens.taf.estimator import taf_gamma
 
     src = model_directory(model)
@@ -28,8 +30,9 @@ def taf_theta_rescale(model: str = "smollm2", factors: tuple[float, ...] = (1.0,
     with tempfile.TemporaryDirectory(prefix="gammalens-claims-") as tmp:
         for f in factors:
             dest = Path(tmp) / f"x{f:g}"
-            _rescaled(src, f, dest)
-            r = taf_gamma(str(dest), windows=windows, corpus=corpus, seeds=(seed,), fit_min_distance=fit_min_distance)
+            rescaled_link_copy(src, f, dest)
+            r = taf_gamma(str(dest), windows=windows, corpus=corpus, seeds=(seed,),
+                          fit_min_distance=fit_min_distance or None)
             out[f"gamma_taf_x{f:g}"] = float(r.gamma)
     out["delta_gamma_taf"] = out[f"gamma_taf_x{factors[-1]:g}"] - out[f"gamma_taf_x{factors[0]:g}"]
     return out

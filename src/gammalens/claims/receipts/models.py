@@ -44,7 +44,7 @@ def model_directory(model: str) -> Path:
     return converted_dir(src.gguf_path, read_gguf_info(src.gguf_path))
 
 
-def _rescaled(src: Path, factor: float, dest: Path) -> None:
+def rescaled_link_copy(src: Path, factor: float, dest: Path) -> None:
     """``dest``: ``src`` with RoPE θ × ``factor`` in its config; the other files are symlinks (no weight copy)."""
     from gammalens.zoo.rescale import rescaled_copy
 
@@ -76,7 +76,7 @@ def theta_rescale(model: str = TINY, factors: tuple[float, ...] = (1.0, 256.0), 
     with tempfile.TemporaryDirectory(prefix="gammalens-claims-") as tmp:
         for f in factors:
             dest = Path(tmp) / f"x{f:g}"
-            _rescaled(src, f, dest)
+            rescaled_link_copy(src, f, dest)
             m = _model_row(str(dest), context=context, windows=windows, bootstrap=bootstrap, seed=seed)
             out[f"gamma_x{f:g}"], out[f"sink_x{f:g}"] = float(m["gamma"]), float(m["sink_mass"])
             sinks.append(float(m["sink_mass"]))
