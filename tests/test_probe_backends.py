@@ -62,3 +62,42 @@ def test_sink_observers_run_chunked_under_triton(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(fused, "triton_installed", lambda: True)
     probe = DistanceProbe(ProfileAccumulator(1, 1, 1, 3, 1, 0), observers=[lambda *a: None], backend="triton")
     assert probe.resolve("cuda") == "chunked" and probe.note_
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_auto_falls_back_when_the_kernel_fails(monkeypatch: pytest.MonkeyPatch, padded: bool) -> None:
+    """With 'auto', a kernel that fails to compile or launch is redone on the chunked path (unpadded batches);
+    the result equals a chunked run. With padding the model was given no mask, so the error is raised."""
+    import torch
+
+    import gammalens.probe.fused as fused
+    from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
+    from gammalens.probe.backend import DistanceProbe, probing
+    from tests.conftest import build_tiny
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PassManager::run failed\nmore lines")
+
+    model = build_tiny("llama_gqa")
+    ids = torch.randint(0, 1000, (2, 24))
+    lengths = torch.tensor([24, 17] if padded else [24, 24])
+    layout = BatchLayout(torch.zeros(2, dtype=torch.long), lengths, torch.arange(2))
+    ref = ProfileAccumulator(2, 4, 2, 23, 8, 1)
+    with torch.no_grad(), probing(model, DistanceProbe(ref, backend="chunked")) as probe:
+        probe.set_layout(layout)
+        model(input_ids=ids, attention_mask=(torch.arange(24)[None] < lengths[:, None]).long())
+
+    monkeypatch.setattr(fused, "resolve_backend", lambda *a, **k: ("triton", None))
+    monkeypatch.setattr(fused, "fused_profile", broken)
+    acc = ProfileAccumulator(2, 4, 2, 23, 8, 1)
+    probe = DistanceProbe(acc, backend="auto")
+    with torch.no_grad(), probing(model, probe):
+        probe.set_layout(layout)
+        if padded:
+            with pytest.raises(RuntimeError, match="PassManager"):
+                model(input_ids=ids)
+            return
+        model(input_ids=ids)
+    assert probe.backend_ == "chunked" and "PassManager::run failed)" in probe.note_
+    torch.testing.assert_close(acc.mass, ref.mass, rtol=0, atol=1e-9)
+    torch.testing.assert_close(acc.doc_sink_sum, ref.doc_sink_sum, rtol=0, atol=1e-9)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gammalens.errors import ModelError
+from gammalens.errors import GammalensError, ModelError
 from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 
 _PROBE_IDS = itertools.count()
@@ -78,6 +78,19 @@ class DistanceProbe:
         self.backend_, self.note_ = resolve_backend(self.backend, device, needs_probabilities=bool(self.observers))
         return self.backend_
 
+    def _may_fall_back(self, layout: BatchLayout, n: int) -> bool:
+        """Whether a failed triton call may be redone on the chunked path: only when the user chose ``'auto'``
+        and the batch has no padding (the fused probe's mask builder gave the model no mask to pass on)."""
+        return self.backend == "auto" and bool((layout.starts == 0).all()) and bool((layout.lengths == n).all())
+
+    def _fall_back(self, err: Exception) -> None:
+        import sys
+
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        self.backend_ = "chunked"
+        self.note_ = f"the triton backend failed ({type(err).__name__}: {first}); using the chunked backend"
+        print(f"gammalens: note: {self.note_}", file=sys.stderr)
+
     def set_layout(self, layout: BatchLayout) -> None:
         """Declare where the documents of the next forward pass sit (starts, lengths, indices)."""
         self.layout = layout
@@ -99,9 +112,16 @@ class DistanceProbe:
             from gammalens.probe.fused import fused_profile
 
             layout = self.layout or BatchLayout.full(query.shape[0], query.shape[2])
-            out = fused_profile(self.accumulator, layer, query, key, value, layout, scale, causal, softcap, window,
-                                self.block)
-            return out, None
+            try:
+                out = fused_profile(self.accumulator, layer, query, key, value, layout, scale, causal, softcap,
+                                    window, self.block)
+                return out, None
+            except GammalensError:
+                raise
+            except Exception as err:  # a kernel that does not compile or launch on this GPU / Triton
+                if not self._may_fall_back(layout, query.shape[2]):
+                    raise
+                self._fall_back(err)  # nothing was added for this layer yet: redo it on the chunked path
         out = self._profile(layer, query, key, value, attention_mask, scale, causal, softcap, window)
         return out, None
 

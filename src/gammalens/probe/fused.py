@@ -145,9 +145,10 @@ def _sink_sums(q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, layout: Batc
         return torch.zeros(B, H, dtype=torch.float64, device=q.device)
     pos = layout.starts[:, None] + torch.arange(sinks, device=q.device)  # (B, S) sink key positions
     ks = k.gather(2, pos.clamp(0, n - 1)[:, None, :, None].expand(B, k.shape[1], sinks, k.shape[-1]))
-    ks = ks.repeat_interleave(H // k.shape[1], dim=1)  # (B, H, S, dh)
-    s = torch.matmul(q.float(), ks.float().transpose(-1, -2)) * scale  # (B, H, n, S)
-    if softcap is not None:
+    ks = ks.repeat_interleave(H // k.shape[1], dim=1).float().transpose(-1, -2)  # (B, H, dh, S)
+    step = max(1, 2**26 // max(1, B * H * q.shape[-1]))  # fp32 query rows per matmul: ≤ 256 MiB at a time
+    s = torch.cat([torch.matmul(q[:, :, i:i + step].float(), ks) for i in range(0, n, step)], dim=2) * scale
+    if softcap is not None:  # s: (B, H, n, S)
         s = softcap * torch.tanh(s / softcap)
     qpos = torch.arange(n, device=q.device)
     q_rel = qpos[None, :] - layout.starts[:, None]  # (B, n)

@@ -46,9 +46,11 @@ def _scores(q, k, scale, softcap, HAS_CAP: tl.constexpr, IEEE: tl.constexpr):
 @triton.jit
 def _pv(p, v, IEEE: tl.constexpr):
     """(BM, dv) fp32 p·v, p cast to the value dtype (as flash kernels do)."""
-    if IEEE:
-        return tl.dot(p, v.to(tl.float32), input_precision="ieee")
-    return tl.dot(p.to(v.dtype), v)
+    if IEEE:  # noqa: SIM108 (a constexpr branch: only one dot is compiled)
+        o = tl.dot(p, v.to(tl.float32), input_precision="ieee")
+    else:
+        o = tl.dot(p.to(v.dtype), v)
+    return o
 
 
 @triton.jit
@@ -162,6 +164,10 @@ def profile_kernel(Q, K, LSE, STARTS, LENGTHS, MASS, CS,
     mass_row = MASS + (b * n_heads + h) * n
     cs_row = CS + (b * n_heads + h) * (horizon + 1)
     lo, hi = _key_range(q0, start, length, n, window, BLOCK, BLOCK, CAUSAL, HAS_WINDOW)
+    # tile k0's upper part (δ < 0) covers the distances of tile k0 + BLOCK's lower part: carry it over, one
+    # atomic per distance and tile instead of two
+    carry = tl.zeros((BLOCK,), tl.float32)
+    d_carry = tl.zeros((BLOCK,), tl.int64) - 1
     for k0 in range(lo, hi, BLOCK):
         offs_n = k0 + i
         k = tl.load(K + b * skb + hk * skh + offs_n[:, None] * skn + offs_d[None, :],
@@ -181,8 +187,9 @@ def profile_kernel(Q, K, LSE, STARTS, LENGTHS, MASS, CS,
         else:
             ok_lo = a_lo < n
             ok_hi = a_hi < n
-        tl.atomic_add(mass_row + a_lo, tl.sum(tl.where(lower, r, 0.0), 0).to(tl.float64), mask=ok_lo)
-        tl.atomic_add(mass_row + a_hi, tl.sum(tl.where(lower, 0.0, r), 0).to(tl.float64), mask=ok_hi)
+        tl.atomic_add(mass_row + a_lo, (tl.sum(tl.where(lower, r, 0.0), 0) + carry).to(tl.float64), mask=ok_lo)
+        carry = tl.sum(tl.where(lower, 0.0, r), 0)
+        d_carry = d_hi
         if (q0 - k0 < horizon + BLOCK) & (k0 - q0 < horizon + BLOCK):  # the tile holds some |d| ≤ horizon
             rl = tl.where(w_left[:, None], r, 0.0)
             cs_lo = tl.sum(tl.where(lower, rl, 0.0), 0)
@@ -193,3 +200,9 @@ def profile_kernel(Q, K, LSE, STARTS, LENGTHS, MASS, CS,
                 cs_hi = tl.where(d_hi >= 0, cs_hi, tl.sum(tl.where(lower, 0.0, rr), 0))
             tl.atomic_add(cs_row + a_lo, cs_lo.to(tl.float64), mask=ok_lo & (a_lo <= horizon))
             tl.atomic_add(cs_row + a_hi, cs_hi.to(tl.float64), mask=ok_hi & (a_hi <= horizon))
+    a_carry = tl.abs(d_carry)
+    if CAUSAL:  # noqa: SIM108 (a constexpr branch)
+        ok_carry = d_carry >= 0
+    else:
+        ok_carry = a_carry < n
+    tl.atomic_add(mass_row + a_carry, carry.to(tl.float64), mask=ok_carry)
