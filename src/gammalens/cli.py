@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from gammalens import cli_options as opt
 from gammalens.errors import GammalensError
 
 app = typer.Typer(
@@ -27,41 +28,25 @@ app = typer.Typer(
 
 @app.command()
 def measure(
-    model: Annotated[
-        str | None,
-        typer.Argument(help="Hub id, local model directory, a .gguf file, or a short name ('gammalens-tiny', "
-                       "'minilm', 'smollm2'). Default: gammalens-tiny."),
-    ] = None,
-    gguf_file: Annotated[str | None, typer.Option(help="With MODEL a directory: the GGUF file in it to load "
-                                                  "(dequantised; converted once and cached).")] = None,
-    corpus: Annotated[
-        str,
-        typer.Option(help="'stdlib' (embedded Python standard library text), 'random', a text file or folder, "
-                     "'FILE.jsonl[:field]', or 'hf:NAME[:config][:split][:field]' (a Hugging Face dataset)."),
-    ] = "stdlib",
-    context: Annotated[int | None, typer.Option(help="Tokens per window (query–key distances up to context−1). "
-                                                "Default: 512, or the model's maximum positions if smaller.")] = None,
-    windows: Annotated[int, typer.Option(help="Number of windows (documents) to measure.")] = 16,
-    sink_tokens: Annotated[int, typer.Option(help="The first K key positions are sink keys: their mass is "
-                                             "reported as sink mass and kept out of the decay profile.")] = 1,
-    fit_range: Annotated[str | None, typer.Option(help="Distance range A:B of the fit, 1 ≤ A < B < context. "
-                                                  "Default 1:context/2.")] = None,
-    dtype: Annotated[str, typer.Option(help="Model weights dtype: fp32, bf16 or fp16. The probe always "
-                                       "accumulates in fp32/fp64.")] = "fp32",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")] = "cpu",
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
-    chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk (peak extra memory ∝ chunk × "
-                                                   "context). Default: chosen from a 32 MiB budget.")] = None,
+    model: opt.ModelArg = None,
+    gguf_file: opt.GgufFile = None,
+    corpus: opt.Corpus = "stdlib",
+    context: opt.Context = None,
+    windows: opt.Windows = 16,
+    sink_tokens: opt.SinkTokens = 1,
+    fit_range: opt.FitRange = None,
+    dtype: opt.Dtype = "fp32",
+    device: opt.Device = "cpu",
+    batch_size: opt.BatchSize = 4,
+    chunk_size: opt.ChunkSize = None,
     backend: Annotated[str, typer.Option(help="Probe: chunked (exact, any device), triton (fused kernel, CUDA; "
                                          "pip install 'gammalens[triton]') or auto (triton on CUDA when "
                                          "installed).")] = "auto",
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for the 95% CI.")] = 200,
-    out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),
-    seed: Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")] = 0,
-    allow_extrapolation: Annotated[bool, typer.Option(help="Allow a context longer than the model's maximum "
-                                                      "positions.")] = False,
-    eps: Annotated[float, typer.Option(help="ε of the KV window D_f: fraction of non-sink mass allowed outside "
-                                       "it.")] = 0.05,
+    bootstrap: opt.Bootstrap = 200,
+    out: opt.Out = Path("runs"),
+    seed: opt.Seed = 0,
+    allow_extrapolation: opt.AllowExtrapolation = False,
+    eps: opt.Eps = 0.05,
     estimator: Annotated[str, typer.Option(help="null: our null-corrected estimator; taf: also the book's estimator "
                                            "(tafagent diagnose_model.py: last query on key 49 in windows of d + 50, "
                                            "OLS of ln A on ln d), next to ours in the summary, manifest and atlas "
@@ -72,29 +57,18 @@ def measure(
                                                          "model's positions.")] = None,
     taf_fit_min_distance: Annotated[int | None, typer.Option(help="With --estimator taf: smallest d in its fit (the "
                                                              "book's atlas rows: 30). Default: all.")] = None,
-    atlas: Annotated[Path | None, typer.Option(help="Atlas file to record the run in (default: $GAMMALENS_ATLAS, "
-                                               "else ~/.local/share/gammalens/atlas.duckdb).")] = None,
-    no_atlas: Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")] = False,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html into the run "
-                                            "directory.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (run directory, model result, "
-                                          "per-layer rows) instead of the tables.")] = False,
+    atlas: opt.AtlasFile = None,
+    no_atlas: opt.NoAtlas = False,
+    no_report: opt.NoReport = False,
+    quiet: opt.Quiet = False,
+    as_json: opt.AsJson = False,
 ) -> None:
     """Measure per-head γ, sink mass and phase of MODEL on a corpus; write a run directory."""
 
-    from gammalens.measurement import MeasureConfig
     from gammalens.measurement import measure as run_measure
     from gammalens.summary import print_summary
 
-    config = MeasureConfig(
-        model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
-        fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
-        backend=backend,
-        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps, gguf_file=gguf_file,
-        estimator=estimator, taf_windows=taf_windows, taf_max_distance=taf_max_distance,
-        taf_fit_min_distance=taf_fit_min_distance,
-    )
+    config = opt.measure_config(locals())  # every MeasureConfig field is a flag of the same name
     with _ctrl_c_is_an_error():
         result = run_measure(config=config, out=out, progress=not (quiet or as_json), report=not no_report,
                              record=not no_atlas, atlas=atlas)
@@ -112,20 +86,12 @@ def measure(
 
 @app.command()
 def sinks(
-    model: Annotated[
-        str | None,
-        typer.Argument(help="Hub id, local model directory, a .gguf file, or a short name ('gammalens-tiny', "
-                       "'minilm', 'smollm2'). Default: gammalens-tiny."),
-    ] = None,
-    gguf_file: Annotated[str | None, typer.Option(help="With MODEL a directory: the GGUF file in it to load "
-                                                  "(dequantised; converted once and cached).")] = None,
-    corpus: Annotated[str, typer.Option(help="As for `measure`: 'stdlib', 'random', a file or folder, "
-                                        "'FILE.jsonl[:field]' or 'hf:NAME[:config][:split][:field]'.")] = "stdlib",
-    context: Annotated[int | None, typer.Option(help="Tokens per window. Default: 512, or the model's maximum "
-                                                "positions if smaller.")] = None,
-    windows: Annotated[int, typer.Option(help="Number of windows (documents) to measure.")] = 16,
-    sink_tokens: Annotated[int, typer.Option(help="K: the first K keys are the fit's sink (kept out of γ); the "
-                                             "sink mass is reported for k = 1, 4 and K.")] = 1,
+    model: opt.ModelArg = None,
+    gguf_file: opt.GgufFile = None,
+    corpus: opt.Corpus = "stdlib",
+    context: opt.Context = None,
+    windows: opt.Windows = 16,
+    sink_tokens: opt.SinkTokens = 1,
     ablate_massive: Annotated[str, typer.Option(help="The causal test: ablate massive activations where they "
                                                 "arise by setting them to zero or to their mean, and re-measure "
                                                 "sinks and γ; 'none' skips it.")] = "zero",
@@ -139,39 +105,29 @@ def sinks(
     bos_variant: Annotated[bool, typer.Option(help="Also measure the windows without the BOS (or with one, for a "
                                               "tokenizer that adds none).")] = True,
     heads: Annotated[int, typer.Option(help="Rows of the per-head table, strongest sinks first (0: all).")] = 12,
-    fit_range: Annotated[str | None, typer.Option(help="Distance range A:B of the γ fit, 1 ≤ A < B < context. "
-                                                  "Default 1:context/2.")] = None,
-    dtype: Annotated[str, typer.Option(help="Model weights dtype: fp32, bf16 or fp16.")] = "fp32",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")] = "cpu",
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 4,
-    chunk_size: Annotated[int | None, typer.Option(help="Queries per probe chunk. Default: from a 32 MiB "
-                                                   "budget.")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over documents for γ's 95% CI.")] = 200,
-    out: Annotated[Path, typer.Option(help="Parent directory of the run directory.")] = Path("runs"),
-    seed: Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")] = 0,
-    allow_extrapolation: Annotated[bool, typer.Option(help="Allow a context longer than the model's maximum "
-                                                      "positions.")] = False,
-    eps: Annotated[float, typer.Option(help="ε of the KV window D_f.")] = 0.05,
-    atlas: Annotated[Path | None, typer.Option(help="Atlas file to record the run in (default: $GAMMALENS_ATLAS, "
-                                               "else ~/.local/share/gammalens/atlas.duckdb).")] = None,
-    no_atlas: Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")] = False,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (run directory, model result, "
-                                          "per-layer rows) instead of the tables.")] = False,
+    fit_range: opt.FitRange = None,
+    dtype: opt.Dtype = "fp32",
+    device: opt.Device = "cpu",
+    batch_size: opt.BatchSize = 4,
+    chunk_size: opt.ChunkSize = None,
+    bootstrap: opt.Bootstrap = 200,
+    out: opt.Out = Path("runs"),
+    seed: opt.Seed = 0,
+    allow_extrapolation: opt.AllowExtrapolation = False,
+    eps: opt.Eps = 0.05,
+    atlas: opt.AtlasFile = None,
+    no_atlas: opt.NoAtlas = False,
+    no_report: opt.NoReport = False,
+    quiet: opt.Quiet = False,
+    as_json: opt.AsJson = False,
 ) -> None:
     """Sinks per head (mass on the first tokens, sink rate, sink token, with and without BOS), massive
     activations, and the causal test: ablate them and re-measure sinks and γ."""
-    from gammalens.measurement import MeasureConfig
     from gammalens.sinks.run import SinkConfig, measure_sinks
 
+    config = opt.measure_config(locals())  # the measurement's flags are measure's, defined once
     sink_config = SinkConfig(eps=sink_eps, massive_abs=massive_abs, massive_ratio=massive_ratio,
                              ablate=ablate_massive, bos_variant=bos_variant)
-    config = MeasureConfig(
-        model=model, corpus=corpus, context=context, windows=windows, sink_tokens=sink_tokens,
-        fit_range=fit_range, dtype=dtype, device=device, batch_size=batch_size, chunk_size=chunk_size,
-        bootstrap=bootstrap, seed=seed, allow_extrapolation=allow_extrapolation, eps=eps, gguf_file=gguf_file,
-    )
     with _ctrl_c_is_an_error():
         result = measure_sinks(config=config, sinks=sink_config, out=out, progress=not (quiet or as_json),
                                report=not no_report, record=not no_atlas, atlas=atlas)

@@ -1,0 +1,67 @@
+"""The command-line options that ``measure`` and ``sinks`` (and later commands that measure) share, each
+defined once with one help text; :func:`measure_config` maps a command's parameters onto
+:class:`~gammalens.measurement.MeasureConfig` (every field a flag of the same name: ``tests/test_cli_options.py``).
+
+>>> def measure(model: ModelArg = None, context: Context = None, windows: Windows = 16) -> None: ...  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# --- what to measure ----------------------------------------------------------------------------------------
+ModelArg = Annotated[str | None, typer.Argument(
+    help="Hub id, local model directory, a .gguf file, or a short name ('gammalens-tiny', 'minilm', 'smollm2'). "
+         "Default: gammalens-tiny.")]
+GgufFile = Annotated[str | None, typer.Option(
+    help="With MODEL a directory: the GGUF file in it to load (dequantised; converted once and cached).")]
+Corpus = Annotated[str, typer.Option(
+    help="'stdlib' (embedded Python standard library text), 'random', a text file or folder, "
+         "'FILE.jsonl[:field]', or 'hf:NAME[:config][:split][:field]' (a Hugging Face dataset).")]
+Context = Annotated[int | None, typer.Option(
+    help="Tokens per window (query–key distances up to context−1). Default: 512, or the model's maximum "
+         "positions if smaller.")]
+Windows = Annotated[int, typer.Option(help="Number of windows (documents) to measure.")]
+SinkTokens = Annotated[int, typer.Option(
+    help="The first K key positions are sink keys: their mass is reported as sink mass and kept out of the decay "
+         "profile.")]
+FitRange = Annotated[str | None, typer.Option(
+    help="Distance range A:B of the fit, 1 ≤ A < B < context. Default 1:context/2.")]
+
+# --- how ----------------------------------------------------------------------------------------------------
+Dtype = Annotated[str, typer.Option(
+    help="Model weights dtype: fp32, bf16 or fp16. The probe always accumulates in fp32/fp64.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto (device_map across GPUs).")]
+BatchSize = Annotated[int, typer.Option(help="Windows per forward pass.")]
+ChunkSize = Annotated[int | None, typer.Option(
+    help="Queries per probe chunk (peak extra memory ∝ chunk × context). Default: chosen from a 32 MiB budget.")]
+Bootstrap = Annotated[int, typer.Option(help="Bootstrap resamples over documents for the 95% CI.")]
+Seed = Annotated[int, typer.Option(help="Seed for window selection, random corpora and the bootstrap.")]
+AllowExtrapolation = Annotated[bool, typer.Option(
+    help="Allow a context longer than the model's maximum positions.")]
+Eps = Annotated[float, typer.Option(
+    help="ε of the KV window D_f: fraction of non-sink mass allowed outside it.")]
+
+# --- where the run goes -------------------------------------------------------------------------------------
+Out = Annotated[Path, typer.Option(help="Parent directory of the run directory.")]
+AtlasFile = Annotated[Path | None, typer.Option(
+    help="Atlas file to record the run in (default: $GAMMALENS_ATLAS, else ~/.local/share/gammalens/atlas.duckdb).")]
+NoAtlas = Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")]
+NoReport = Annotated[bool, typer.Option("--no-report", help="Do not write report.html into the run directory.")]
+Quiet = Annotated[bool, typer.Option(help="No progress bar or summary; print the run directory only.")]
+AsJson = Annotated[bool, typer.Option(
+    "--json", help="Print a JSON summary (run directory, model result, per-layer rows) instead of the tables.")]
+
+
+def measure_config(params: dict[str, Any]) -> Any:
+    """The :class:`~gammalens.measurement.MeasureConfig` of a command's parameters (those named like its fields;
+    a field the command has no flag for keeps its default)."""
+    from dataclasses import fields
+
+    from gammalens.measurement import MeasureConfig
+
+    names = {f.name for f in fields(MeasureConfig)}
+    return MeasureConfig(**{k: v for k, v in params.items() if k in names})
