@@ -16,6 +16,11 @@ Targets (issue 2): measuring ≤ 3× sdpa at 8192; measuring's extra memory ≤ 
     .venv/bin/python benchmarks/bench_probe.py                        # the table
     .venv/bin/python benchmarks/bench_probe.py --sweep-chunks 256 512 1024 2048 0   # 0 = auto
     .venv/bin/python benchmarks/bench_probe.py --contexts 8192 --profile            # where time goes
+    .venv/bin/python benchmarks/bench_probe.py --baseline-rev c2df83d --no-memory  # vs the probe at a git revision
+
+With ``--baseline-rev REV`` a fourth variant, ``baseline``, runs the probe modules (``probe/backend.py``,
+``probe/accumulate.py``) as they were at git revision REV, in the same process, interleaved with the
+others: before/after ratios from one run.
 """
 
 from __future__ import annotations
@@ -59,10 +64,33 @@ def auto_chunk(args: argparse.Namespace, n: int) -> int:
     return DistanceProbe(accumulator=None).chunk_for(1, args.heads, n)
 
 
+def baseline_probe(rev: str) -> tuple:
+    """(accumulate, backend) modules of the probe at git revision ``rev``, imported from a temporary package."""
+    import importlib
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="gammalens_baseline_"))
+    pkg = root / "gammalens_baseline_probe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("accumulate", "backend"):
+        src = subprocess.run(["git", "show", f"{rev}:src/gammalens/probe/{name}.py"], cwd=repo, check=True,
+                             capture_output=True, text=True).stdout
+        (pkg / f"{name}.py").write_text(src.replace("gammalens.probe.accumulate", "gammalens_baseline_probe.accumulate"))
+    sys.path.insert(0, str(root))
+    return (importlib.import_module("gammalens_baseline_probe.accumulate"),
+            importlib.import_module("gammalens_baseline_probe.backend"))
+
+
 def forward(variant: str, model, ids: torch.Tensor, args: argparse.Namespace, chunk: int | None) -> None:
     """One forward of ``variant``; the measuring one builds its accumulator inside (part of its cost)."""
-    from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
-    from gammalens.probe.backend import DistanceProbe, probing
+    from gammalens.probe import accumulate, backend
+
+    if variant == "baseline":
+        accumulate, backend = args.baseline  # the probe at --baseline-rev
+    BatchLayout, ProfileAccumulator = accumulate.BatchLayout, accumulate.ProfileAccumulator
+    DistanceProbe, probing = backend.DistanceProbe, backend.probing
 
     B, n = ids.shape
     mask = torch.ones_like(ids)  # as gammalens.measure passes it
@@ -78,7 +106,8 @@ def forward(variant: str, model, ids: torch.Tensor, args: argparse.Namespace, ch
             model.set_attn_implementation("sdpa")
             acc = ProfileAccumulator(args.layers, args.heads, n_docs=B, max_distance=n - 1, cs_horizon=n // 2,
                                      sink_tokens=1)
-            probe = DistanceProbe(acc, chunk_size=chunk)
+            probe = DistanceProbe(acc, chunk_size=chunk) if variant == "baseline" else DistanceProbe(
+                acc, chunk_size=chunk, backend="chunked")
             with probing(model, probe):
                 probe.set_layout(BatchLayout.full(B, n))
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
@@ -258,12 +287,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="instead of the table: profile one measuring forward at the last --contexts")
     p.add_argument("--profile-rows", type=int, default=25)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--baseline-rev", default=None,
+                   help="also time the probe as it was at this git revision (variant 'baseline'; no memory)")
     p.add_argument("--memory-worker", nargs=3, metavar=("VARIANT", "N", "CHUNK"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_worker:
         return memory_worker(args)
 
     torch.set_num_threads(args.threads)
+    args.baseline = baseline_probe(args.baseline_rev) if args.baseline_rev else None
     model = build_model(args)
     if args.profile:
         print(environment(args, None))
@@ -279,10 +311,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_table(model, args: argparse.Namespace) -> list[dict]:
     rows = []
+    variants = VARIANTS + (("baseline",) if args.baseline else ())
     for n in args.contexts:
         chunk = args.chunk_size
-        t = time_variants(model, args, n, {v: chunk for v in VARIANTS})
-        row = {"n": n, "chunk": chunk or auto_chunk(args, n), **_stats(t, {v: v for v in VARIANTS})}
+        t = time_variants(model, args, n, {v: chunk for v in variants})
+        row = {"n": n, "chunk": chunk or auto_chunk(args, n), **_stats(t, {v: v for v in variants})}
+        if args.baseline:  # per repeat: measuring / baseline in the same rotation, then the median
+            row["paired_meas_over_base"] = statistics.median(a / b for a, b in zip(t["measuring"], t["baseline"],
+                                                                                   strict=True))
         if not args.no_memory:
             for v in VARIANTS:
                 row[f"mem_{v}"], row["mem_method"] = measure_memory(args, v, n, chunk)
@@ -332,6 +368,12 @@ def format_table(rows: list[dict]) -> str:
             s += (f" {r['mem_sdpa']:.0f} | {r['mem_measuring']:.0f} | {r['mem_eager']:.0f} "
                   f"| {_pct(r['mem_measuring'], r['mem_eager'])} |")
         lines.append(s)
+    if "t_baseline" in rows[0]:
+        lines += ["", "| context | baseline s | measuring s | baseline/sdpa | meas/sdpa | meas/baseline (medians) "
+                      "| meas/baseline (median of paired repeats) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['n']} | {r['t_baseline']:.3f} | {r['t_measuring']:.3f} | {r['t_baseline'] / r['t_sdpa']:.2f}× "
+                  f"| {r['t_measuring'] / r['t_sdpa']:.2f}× | {r['t_measuring'] / r['t_baseline']:.3f} "
+                  f"| {r['paired_meas_over_base']:.3f} |" for r in rows]
     lines += ["", "fastest repeat instead of the median: " + "; ".join(
         f"{r['n']}: meas/sdpa {r['t_measuring_min'] / r['t_sdpa_min']:.2f}×, "
         f"eager/sdpa {r['t_eager_min'] / r['t_sdpa_min']:.2f}×" for r in rows)]

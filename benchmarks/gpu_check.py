@@ -7,8 +7,9 @@ Run from the repository root; nothing is downloaded (random-init models), ≤ 8 
 
 Steps, each bounded by what is left of ``--budget-s`` (later steps are skipped, never cut mid-way):
 
-1. **contract**: ``tests/test_probe_contract.py`` on ``cuda`` for both backends (chunked, triton), with
-   pytest when it is installed, else by calling the test functions directly (a small stand-in for pytest).
+1. **contract**: ``tests/test_probe_contract.py`` on ``cuda`` for both backends (chunked, triton), and the
+   kernel-level ``tests/test_probe_fused.py``, with pytest when it is installed, else by calling the test
+   functions directly (a small stand-in for pytest).
 2. **accuracy**: the triton backend's per-distance mass and sink mass for one layer of random bf16
    queries/keys with Llama-3.1-8B's head geometry (2 query heads sharing one KV head, head_dim 128) at
    ``--accuracy-context`` tokens, against an fp64 reference computed here query-chunk by query-chunk
@@ -67,8 +68,8 @@ def contract(args: argparse.Namespace) -> dict:
     env = os.environ | {"GAMMALENS_TEST_DEVICE": "cuda", "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
     env.pop("TRITON_INTERPRET", None)
     if importlib.util.find_spec("pytest") is not None:
-        cmd = [sys.executable, "-m", "pytest", "tests/test_probe_contract.py", "-q", "-p", "no:cacheprovider",
-               "-o", "addopts="]
+        cmd = [sys.executable, "-m", "pytest", "tests/test_probe_contract.py", "tests/test_probe_fused.py", "-q",
+               "-p", "no:cacheprovider", "-o", "addopts="]
         try:
             res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                                  timeout=max(30.0, min(args.contract_timeout_s, left(args) - 60)))
@@ -113,6 +114,17 @@ def _contract_direct() -> dict:
             status, ok = f"FAILED: {type(e).__name__}: {e}", False
         results.append({"test": f"nan_names_layer_and_head[{backend}]", "status": status})
         log(f"contract nan[{backend}] {status}")
+    from tests import test_probe_fused as f
+
+    for case in f.CASES:
+        try:
+            f.test_fused_profile_matches_fp64_reference(case)
+            status = "passed"
+        except Exception as e:
+            status, ok = f"FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}", False
+            traceback.print_exc()
+        results.append({"test": f"fused_profile_matches_fp64_reference[{case}]", "status": status})
+        log(f"fused kernel {case}: {status}")
     n_pass = sum(r["status"] == "passed" for r in results)
     return {"runner": "direct", "ok": ok, "summary": f"{n_pass} of {len(results)} passed", "cases": results}
 

@@ -18,6 +18,7 @@ Backends: ``'chunked'`` (any device), ``'triton'`` (CUDA, or CPU under ``TRITON_
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import Any
@@ -30,8 +31,9 @@ from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 BACKENDS = ("auto", "chunked", "triton")
 
 
+@functools.lru_cache(maxsize=1)
 def triton_installed() -> bool:
-    """Whether the ``triton`` package can be imported (without importing it)."""
+    """Whether the ``triton`` package can be imported (without importing it; looked up once per process)."""
     return importlib.util.find_spec("triton") is not None
 
 
