@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/kv/summarize.py docs/kv_head_to_head.csv --out docs
 
-writes ``docs/kv_results.md`` (one table per task: mean score with a 95% interval, kept fraction, real MiB
-held, decode ms/token) and ``docs/kv_pareto_<task>.svg``.
+writes ``docs/kv_results.md`` (one table per task: mean score with a 95% interval, the paired difference
+from the full cache on the same samples with its 95% interval, kept fraction, real MiB held, decode ms/token) and ``docs/kv_pareto_<task>.svg``.
 """
 
 from __future__ import annotations
@@ -40,13 +40,27 @@ def interval(scores: pd.Series, binary: bool) -> tuple[float, float, float]:
 def table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     binary = df["task"].iloc[0] != "nll"
+    key = ["context", "sample", "depth"]
+    full = df[df["policy"] == "full"].set_index(key)["score"]
     for (policy, ratio), g in df.groupby(["policy", "ratio"], sort=False):
         m, lo, hi = interval(g["score"], binary)
+        delta = g.set_index(key)["score"] - full.reindex(g.set_index(key).index)
+        dm, dlo, dhi = interval(delta.dropna(), False)
         rows.append({"policy": policy, "ratio": ratio, "n": len(g), "score": m, "ci_low": lo, "ci_high": hi,
+                     "delta_vs_full": dm, "delta_ci_low": dlo, "delta_ci_high": dhi,
                      "kept_fraction": g["kept_fraction"].mean(), "held_MiB": g["held_bytes"].mean() / 2**20,
                      "decode_ms": 1000 * g["decode_s_per_token"].mean() if g["decode_s_per_token"].notna().any()
                      else math.nan})
     return pd.DataFrame(rows).sort_values(["ratio", "score"], ascending=[True, not binary])
+
+
+def markdown(t: pd.DataFrame) -> str:
+    """A Markdown table (no tabulate dependency); floats to 4 significant digits."""
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns)
+    return head + "\n" + "\n".join("| " + " | ".join(cell(v) for v in row) + " |" for row in t.itertuples(index=False))
 
 
 def pareto_svg(t: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
@@ -85,7 +99,7 @@ def main(argv=None) -> None:
         contexts = ", ".join(str(c) for c in sorted(d["context"].unique()))
         lines += [f"## {name} — {what}; contexts {contexts}; {d['sample'].nunique()} samples × "
                   f"{d['depth'].nunique() if task == 'passkey' else 1} depths per context", "",
-                  t.to_markdown(index=False, floatfmt=".4g"), ""]
+                  markdown(t), ""]
         pareto_svg(t, f"{name}: quality vs real KV bytes", "NLL (nats)" if task == "nll" else "accuracy",
                    args.out / f"kv_pareto_{name}.svg")
     (args.out / "kv_results.md").write_text("\n".join(lines) + "\n")

@@ -21,6 +21,7 @@ import torch
 from gammalens.kv.tails import KVError
 
 _PREFIX = "gammalens_kv"
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # sdpa's enable_gqa
 _IDS = itertools.count()
 
 
@@ -35,13 +36,16 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
     if kwargs.get("softcap") or kwargs.get("s_aux") is not None:
         raise KVError("attention soft-capping and learned sinks are not supported by the γ-window cache")
     group = query.shape[1] // key.shape[1]
-    if group > 1:
-        key = key.repeat_interleave(group, dim=1)  # (B, Hq, K, d)
-        value = value.repeat_interleave(group, dim=1)
+    gqa = {}
+    if group > 1:  # each KV head's mask serves its query heads
         visible = visible.repeat_interleave(group, dim=0)  # (Hq, q, K)
+        if _SDPA_GQA:  # keys and values shared, not copied
+            gqa = {"enable_gqa": True}
+        else:
+            key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
     out = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=visible[None], scale=scaling,
-        dropout_p=dropout if module.training else 0.0)  # (B, Hq, q, d)
+        dropout_p=dropout if module.training else 0.0, **gqa)  # (B, Hq, q, d)
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -116,10 +116,12 @@ class GammaWindowLayer(CacheLayerMixin):
         k_all = torch.cat([k_old, key_states], dim=2)  # (B, Hkv, Cmax + q, d)
         v_all = torch.cat([v_old, value_states], dim=2)
         qpos = torch.arange(p0, p0 + q, device=dev)  # (q,)
-        kpos = torch.cat([kpos_old, qpos.expand(n_kv, q)], dim=1)  # (Hkv, K)
-        dist = qpos[None, :, None] - kpos[:, None, :]  # (Hkv, q, K)
-        self.visible = ((kpos[:, None, :] >= 0) & (dist >= 0)
-                        & ((kpos[:, None, :] < self.sinks) | (dist < self.window[:, None, None])))
+        kpos = torch.cat([kpos_old, qpos.expand(n_kv, q)], dim=1)[:, None, :]  # (Hkv, 1, K)
+        # visible: key held, not in the future, and a sink or within the query's last W_h tokens; built by
+        # broadcasting (Hkv, 1, K) against (·, q, 1), so the only (Hkv, q, K) tensors are booleans
+        oldest = (qpos[None, :] - self.window[:, None])[:, :, None]  # (Hkv, q, 1): positions ≤ this are out
+        self.visible = ((kpos >= 0) & (kpos <= qpos[None, :, None])
+                        & ((kpos < self.sinks) | (kpos > oldest)))  # (Hkv, q, K)
         # 2. write the new tokens that stay: sinks and each head's last W_h tokens
         self.seen = p0 + q
         self._grow(self.seen)
