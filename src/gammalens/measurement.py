@@ -350,55 +350,10 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         manifest["taf"] = taf
     run_dir = None
     if writer is not None:
+        from gammalens.publish import write_run
+
         run_dir = write_run(writer, manifest, fits, profile, report=report, record=record, atlas=atlas)
     return MeasureResult(fits=fits, profile=profile, manifest=manifest, run_dir=run_dir)
-
-
-def write_run(writer: Any, manifest: dict, fits: list[dict], profile: Any, *, report: bool = True,
-              record: bool = False, atlas: Path | str | None = None, files: dict[str, str] | None = None) -> Path:
-    """Write a run directory atomically, with ``report.html`` inside, then record it in the atlas.
-
-    Parameters
-    ----------
-    writer : RunWriter
-        Owns the parent directory.
-    manifest, fits, profile
-        What :func:`measure` produced.
-    report : bool
-        Write ``report.html`` (after ``files``, so report panels can read them).
-    record : bool
-        Record the finished run in the atlas; a busy or unusable atlas only warns (the run is safe on disk).
-    atlas : Path or str, optional
-        The atlas to record into and to draw the report's map from.
-    files : dict of str to str, optional
-        Extra text files (name → content) written into the run directory before the rename.
-
-    Returns
-    -------
-    Path
-        The run directory.
-    """
-    import sys
-
-    def extras(partial: Path, manifest: dict) -> None:
-        for name, text in (files or {}).items():
-            (partial / name).write_text(text, encoding="utf-8")
-        if report:
-            from gammalens.report import write_report
-
-            # a missing, busy or foreign atlas only drops the reference points from the report's map
-            write_report([partial], partial / "report.html", atlas=atlas, atlas_required=False)
-
-    run_dir = writer.write(manifest, fits, profile, extras=extras)
-    if record:
-        from gammalens.atlas import AtlasError, record_run
-
-        try:
-            record_run(run_dir, atlas)
-        except AtlasError as err:
-            print(f"gammalens: warning: {run_dir} was not recorded in the atlas ({err}); "
-                  f"record it later with `gammalens atlas record {run_dir}`", file=sys.stderr)
-    return run_dir
 
 
 def _annotate(fits: list[dict], profile: Any, context: int, rope_theta: float | None, eps: float) -> None:

@@ -55,7 +55,7 @@ def export_atlas(target: Path | str, atlas: Path | str | None = None, *, force: 
     dict
         Rows written per table.
     """
-    import gammalens
+    from gammalens.version import __version__
 
     target = Path(target)
     if target.exists() or target.is_symlink():
@@ -78,9 +78,9 @@ def export_atlas(target: Path | str, atlas: Path | str | None = None, *, force: 
                 counts[table] = int(scalar(con, f'SELECT count(*) FROM "{table}"'))
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         info = {"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION, "exported_at": stamp,
-                "gammalens": gammalens.__version__, "rows": counts}
+                "gammalens": __version__, "rows": counts}
         (partial / "atlas.json").write_text(json.dumps(info, indent=2) + "\n")
-        (partial / "README.md").write_text(dataset_card(counts, stamp, gammalens.__version__), encoding="utf-8")
+        (partial / "README.md").write_text(dataset_card(counts, stamp, __version__), encoding="utf-8")
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"
             target.rename(old)

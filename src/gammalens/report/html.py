@@ -176,7 +176,7 @@ def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[d
 
 def render_report(runs: list[RunFiles], points: list[dict[str, Any]] | None = None) -> str:
     """The report's HTML text for ``runs`` (``points``: atlas map references, ``None`` when no atlas)."""
-    import gammalens
+    from gammalens.version import __version__
 
     labels = _labels(runs)
     single = len(runs) == 1
@@ -202,7 +202,7 @@ def render_report(runs: list[RunFiles], points: list[dict[str, Any]] | None = No
 <body><main>
 <header class="top"><h1>{esc(title)}</h1>
 <p class="sub">How attention decays with query–key distance, A(d) ∝ d^−γ, measured per head by gammalens
-{esc(gammalens.__version__)} · report written {esc(stamp)} · self-contained, opens offline.</p>
+{esc(__version__)} · report written {esc(stamp)} · self-contained, opens offline.</p>
 <nav>{nav}</nav></header>
 <pre id="gl-errors" hidden></pre>
 {"".join(body)}

@@ -15,8 +15,7 @@ from gammalens.atlas.run import RunFiles
 from gammalens.report.colors import RUN_COLORS
 from gammalens.report.comparison import table
 from gammalens.report.svg import Plot, Scale, esc, fmt, legend, nice_log_range, nice_range, swatch
-from gammalens.sinks.result import SinkResult
-from gammalens.sinks.run import read_sinks
+from gammalens.sinks.result import SinkResult, read_sinks
 
 BASE, BOS, ABLATED = RUN_COLORS[0], RUN_COLORS[2], RUN_COLORS[1]
 

@@ -15,8 +15,8 @@ Importing this package loads neither torch nor transformers; a measurement does.
 """
 
 from gammalens.sinks.correlation import Correlation, across_heads, across_models, correlate
-from gammalens.sinks.result import PassSinks, SinkResult
-from gammalens.sinks.run import SinkConfig, measure_sinks, read_sinks
+from gammalens.sinks.result import PassSinks, SinkResult, read_sinks
+from gammalens.sinks.run import SinkConfig, measure_sinks
 
 __all__ = [
     "Correlation",

@@ -7,6 +7,7 @@ Only NumPy is needed here, so the report can read ``sinks.json`` without torch.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from gammalens.errors import GammalensError
 from gammalens.sinks.correlation import Correlation
 from gammalens.sinks.massive import MassiveActivations
 from gammalens.sinks.token_kinds import KINDS, TokenNamer
 
 FORMAT = "gammalens.sinks/1"
+SINK_FILE = "sinks.json"  # in the run directory of a `gammalens sinks` run
 
 
 def _num(x: Any) -> Any:
@@ -357,3 +360,14 @@ class SinkResult:
         return (f"SinkResult(model={self.model!r}, sink_mass_k{self.sink_k}={b.mass_k(self.sink_k).mean():.3f}, "
                 f"sink_rate={self.sink_rate:.2f}, massive={first}{abl}, "
                 f"run_dir={str(self.run_dir) if self.run_dir else None!r})")
+
+
+def read_sinks(run_dir: Path | str) -> SinkResult | None:
+    """The :class:`SinkResult` stored in a run directory's ``sinks.json`` (None: the run has none)."""
+    path = Path(run_dir) / SINK_FILE
+    if not path.is_file():
+        return None
+    try:
+        return SinkResult.from_dict(json.loads(path.read_text(encoding="utf-8")), run_dir=Path(run_dir))
+    except (ValueError, KeyError, TypeError) as err:
+        raise GammalensError(f"{path} is not a readable sinks file ({err})") from None

@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import GammalensError
-from gammalens.sinks.result import SinkResult
-
-SINK_FILE = "sinks.json"
+from gammalens.sinks.result import SINK_FILE, SinkResult
 
 
 @dataclass
@@ -116,8 +114,9 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
     >>> r.baseline.sink_kind[1], r.massive.first_layer                              # doctest: +SKIP
     """
     from gammalens.corpus import load_windows, special_tokens
-    from gammalens.measurement import DEFAULT_CONTEXT, MeasureConfig, measure, write_run
+    from gammalens.measurement import DEFAULT_CONTEXT, MeasureConfig, measure
     from gammalens.models import arch_facts, load_model, resolve_model
+    from gammalens.publish import write_run
     from gammalens.rundir import RunWriter
     from gammalens.sinks.ablation import AblationLog, ablating
     from gammalens.sinks.correlation import across_heads
@@ -260,14 +259,3 @@ def _bos_note(prefix: list[int], tokenizer: Any, asked: bool) -> str:
         return "the tokenizer adds no BOS and has no BOS token: the first content token is the only candidate " \
                "first-position sink, so there is no variant"
     return f"the tokenizer adds no BOS; the variant prepends its BOS token {bos} (and drops the last token)"
-
-
-def read_sinks(run_dir: Path | str) -> SinkResult | None:
-    """The :class:`SinkResult` stored in a run directory's ``sinks.json`` (None: the run has none)."""
-    path = Path(run_dir) / SINK_FILE
-    if not path.is_file():
-        return None
-    try:
-        return SinkResult.from_dict(json.loads(path.read_text(encoding="utf-8")), run_dir=Path(run_dir))
-    except (ValueError, KeyError, TypeError) as err:
-        raise GammalensError(f"{path} is not a readable sinks file ({err})") from None
