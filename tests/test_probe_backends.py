@@ -101,3 +101,16 @@ def test_auto_falls_back_when_the_kernel_fails(monkeypatch: pytest.MonkeyPatch, 
     assert probe.backend_ == "chunked" and "PassManager::run failed)" in probe.note_
     torch.testing.assert_close(acc.mass, ref.mass, rtol=0, atol=1e-9)
     torch.testing.assert_close(acc.doc_sink_sum, ref.doc_sink_sum, rtol=0, atol=1e-9)
+
+
+def test_cli_rejects_an_unknown_backend_in_one_line(capsys, tmp_path) -> None:
+    from tests.test_cli import assert_clean_failure, run_cli
+
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["measure", "--backend", "flash", "--out", str(out), "--no-atlas"], capsys)
+    assert_clean_failure(code, err, out, "--backend")
+
+
+def test_manifest_records_the_backend_that_ran(minilm_run) -> None:
+    assert minilm_run.manifest["probe"] == {"backend": "chunked", "note": None}
+    assert minilm_run.manifest["settings"]["backend"] == "auto"
