@@ -281,6 +281,10 @@ def speed(args: argparse.Namespace, model) -> list[dict]:
             except torch.OutOfMemoryError:
                 row[f"t_{variant}"] = "OOM"
                 log(f"speed n={n} {variant}: out of memory")
+            except Exception as e:  # one failing variant must not hide the others' numbers
+                traceback.print_exc()
+                row[f"t_{variant}"] = f"error: {type(e).__name__}"
+                log(f"speed n={n} {variant}: {type(e).__name__}: {str(e).strip()[:200]}")
             torch.cuda.empty_cache()
         for variant in ("triton", "chunked", "eager"):
             t = row.get(f"t_{variant}")
