@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 CRASH_ONCE_ENV = "_GAMMALENS_SWEEP_CRASH_ONCE"  # test hook: a marker path; the first cell to run dies hard
+_LOADED: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # (model, gguf_file, dtype, device) → (model, tokenizer)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,33 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     if not isinstance(err, GammalensError):
         text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text[:limit]
+
+
+def _loaded(config: Any) -> tuple[Any, Any]:
+    """The model of ``config``, loaded once per worker process for consecutive cells of the same model.
+
+    One slot: a cell of another model (or dtype, device) frees it first, so a worker never holds two.
+    """
+    from gammalens.models import load_model, resolve_model
+
+    key = (config.model, getattr(config, "gguf_file", None), config.dtype, config.device)
+    if key not in _LOADED:
+        forget_model()
+        src = resolve_model(config.model, getattr(config, "gguf_file", None))
+        _LOADED[key] = load_model(src, config.dtype, config.device)
+    return _LOADED[key]
+
+
+def forget_model() -> None:
+    """Free the model kept by :func:`_loaded` (and its GPU memory)."""
+    import gc
+
+    _LOADED.clear()
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def existing_run(out: str, settings: dict[str, Any]) -> Path | None:
@@ -111,7 +139,8 @@ def run_cell(settings: dict[str, Any], out: str, report: bool = False, threads: 
         if threads is not None:
             torch.set_num_threads(threads)
         try:
-            result = measure(config=MeasureConfig(**settings), out=out, report=report, record=False)
+            config = MeasureConfig(**settings)
+            result = measure(config=config, out=out, report=report, record=False, loaded=_loaded(config))
         finally:
             torch.set_num_threads(before)
         return CellOutcome(ok=True, run_dir=str(result.run_dir), seconds=time.perf_counter() - t0).to_dict()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from gammalens.sweep.cell import CellOutcome, one_line, run_cell
+from gammalens.sweep.cell import CellOutcome, forget_model, one_line, run_cell
 from gammalens.sweep.plan import PlannedCell
 from gammalens.sweep.spec import SweepOptions
 
@@ -26,8 +26,11 @@ def run_local(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDo
     workers = options.max_parallel or 1
     args = (str(options.out), options.report, options.threads)
     if workers == 1 or len(cells) == 1:
-        for cell in cells:
-            on_done(cell, CellOutcome.from_dict(run_cell(cell.settings, *args)))
+        try:
+            for cell in cells:
+                on_done(cell, CellOutcome.from_dict(run_cell(cell.settings, *args)))
+        finally:
+            forget_model()  # the caller (a notebook) does not keep the sweep's last model
         return
 
     import multiprocessing
