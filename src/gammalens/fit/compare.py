@@ -14,11 +14,13 @@ minus exponential) is reported too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from gammalens.fit.power_law import loglog_weights, weighted_line
+from gammalens.fit import law
+from gammalens.fit.law import Law
+from gammalens.fit.power_law import loglog_weights
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ModelComparison:
         γ of the cutoff fit.
     cutoff_lambda : float
         λ of the cutoff fit (1/token), ≥ 0.
+    delta_aic : dict of str to float
+        AIC(law) − AIC(power law) for every law compared but the power law (nats).
     """
 
     preferred: str
@@ -48,14 +52,12 @@ class ModelComparison:
     r2_exponential: float
     cutoff_gamma: float
     cutoff_lambda: float
+    delta_aic: dict[str, float] = field(default_factory=dict)
 
 
-def _aic(wrss: float, sw: float, n_eff: float, k: int) -> float:
-    return n_eff * np.log(max(wrss, 1e-300) / sw) + 2 * k
-
-
-def compare_laws(d: np.ndarray, profile: np.ndarray) -> ModelComparison:
-    """Fit the three laws to ``profile`` (D,) at distances ``d`` (D,) ≥ 1 and rank them by AIC.
+def compare_laws(d: np.ndarray, profile: np.ndarray, laws: tuple[Law, ...] | None = None) -> ModelComparison:
+    """Fit every law of ``laws`` (default :data:`gammalens.fit.law.LAWS`: power law, exponential, cutoff power
+    law) to ``profile`` (D,) at distances ``d`` (D,) ≥ 1 and rank them by AIC.
 
     Examples
     --------
@@ -73,20 +75,10 @@ def compare_laws(d: np.ndarray, profile: np.ndarray) -> ModelComparison:
     d, y = d[ok], y[ok]
     w = loglog_weights(d)
     sw, n_eff = w.sum(), w.sum() ** 2 / (w * w).sum()
-    x = np.log(d)
-    pl = weighted_line(x, y, w)
-    ex = weighted_line(d, y, w)
-    # cutoff: weighted normal equations for [1, −ln d, −d]
-    X = np.stack([np.ones_like(d), -x, -d], axis=1)
-    sq = np.sqrt(w)
-    coef, *_ = np.linalg.lstsq(X * sq[:, None], y * sq, rcond=None)
-    if coef[2] < 0:  # a cutoff that grows the tail is no cutoff: fall back to the power law, λ = 0
-        coef = np.array([float(pl.intercept), -float(pl.slope), 0.0])
-    wrss_cut = float((w * (y - X @ coef) ** 2).sum())
-    aic_pl = _aic(float(pl.wrss), sw, n_eff, 2)
-    aic_ex = _aic(float(ex.wrss), sw, n_eff, 2)
-    aic_cut = _aic(wrss_cut, sw, n_eff, 3)
-    names = ("power_law", "exponential", "power_law_cutoff")
-    preferred = names[int(np.argmin([aic_pl, aic_ex, aic_cut]))]
-    return ModelComparison(preferred, float(aic_ex - aic_pl), float(aic_cut - aic_pl), float(pl.r2), float(ex.r2),
-                           float(coef[1]), float(coef[2]))
+    fits = {one.name: one.fit(d, y, w) for one in (law.LAWS if laws is None else laws)}
+    aic = {name: f.aic(sw, n_eff) for name, f in fits.items()}
+    preferred = min(aic, key=aic.__getitem__)  # ties: the first law listed
+    pl, ex, cut = fits["power_law"], fits["exponential"], fits["power_law_cutoff"]
+    return ModelComparison(preferred, aic["exponential"] - aic["power_law"], aic["power_law_cutoff"] - aic["power_law"],
+                           pl.r2, ex.r2, float(cut.coef[1]), float(cut.coef[2]),
+                           delta_aic={name: a - aic["power_law"] for name, a in aic.items() if name != "power_law"})

@@ -57,7 +57,8 @@ def _row(name: str, scope: str, layer: int | None, head: int | None, d: np.ndarr
         "sink_mass": sink, "preferred_model": cmp.preferred,
         "delta_aic_exponential": cmp.delta_aic_exponential, "delta_aic_cutoff": cmp.delta_aic_cutoff,
         "r2_exponential": cmp.r2_exponential, "cutoff_lambda": cmp.cutoff_lambda, "n_docs": n_docs,
-    }
+    } | {f"delta_aic_{name}": v for name, v in cmp.delta_aic.items()  # laws beyond the format's three
+         if name not in ("exponential", "power_law_cutoff")}
 
 
 def layer_range(profile: DistanceProfile, settings: FitSettings, layer: int) -> np.ndarray:
