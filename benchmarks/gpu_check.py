@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accuracy-chunk", type=int, default=512)
     p.add_argument("--block", type=int, default=None, help="triton tile of the accuracy step (default: 64)")
     p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: dry-run of the accuracy step
-    p.add_argument("--contract-timeout-s", type=float, default=180.0)
+    p.add_argument("--contract-timeout-s", type=float, default=240.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["contract", "accuracy", "speed"])
     p.add_argument("--json", type=Path, default=Path(os.environ.get("OUT", ".")) / "gpu_check.json")
     args = p.parse_args(argv)
