@@ -360,7 +360,7 @@ def test_zero_layer_model_and_model_without_tokenizer(tmp_path: Path, capsys) ->
     transformers.LlamaForCausalLM(cfg).save_pretrained(zero)
     copy_tokenizer(zero)
     code, _, err = run_cli(["measure", str(zero), "--context", "32", "--out", str(tmp_path / "runs")], capsys)
-    assert_one_line(code, err, "no layers")
+    assert_one_line(code, err, "num_hidden_layers = 0")
     bare = tmp_path / "bare"
     build_tiny("llama_gqa").save_pretrained(bare)
     code, _, err = run_cli(["measure", str(bare), "--context", "32", "--out", str(tmp_path / "runs")], capsys)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,20 +256,11 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
     return model.eval(), tokenizer
 
 
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' per-tensor loading bars and load reports for the block, then restore them."""
-    from transformers.utils import logging as hf_logging
+def quiet_transformers() -> AbstractContextManager[None]:
+    """Silence transformers' messages and loading bars for a block: :func:`gammalens.architecture.quiet_transformers`."""
+    from gammalens.architecture import quiet_transformers as quiet
 
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+    return quiet()
 
 
 def resolve_device(device: str) -> str:
@@ -285,44 +275,7 @@ def resolve_device(device: str) -> str:
 
 
 def arch_facts(model: Any) -> dict[str, Any]:
-    """Architecture facts recorded in every manifest (layers, heads, KV heads, head dim, RoPE, positions)."""
-    cfg = model.config
-    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    n_heads = int(text.num_attention_heads)
-    hidden = int(text.hidden_size)
-    head_dim = int(getattr(text, "head_dim", None) or hidden // n_heads)
-    rope_params = getattr(text, "rope_parameters", None) or {}
-    theta = rope_params.get("rope_theta", getattr(text, "rope_theta", None))
-    scaling = {k: v for k, v in rope_params.items() if k != "rope_theta"} or getattr(text, "rope_scaling", None)
-    partial = rope_params.get("partial_rotary_factor", getattr(text, "partial_rotary_factor", None))
-    if getattr(text, "rotary_pct", None) is not None:
-        partial = text.rotary_pct
-    mt = cfg.model_type
-    learned = mt in {"gpt2", "bert", "roberta", "distilbert", "opt", "gpt_neo", "xlm-roberta", "electra"}
-    position = "rope" if theta is not None else ("learned" if learned else "none")
-    window = getattr(text, "sliding_window", None)
-    return {
-        "model_type": mt,
-        "architectures": list(cfg.architectures or [type(model).__name__]),
-        "n_layers": int(text.num_hidden_layers),
-        "n_heads": n_heads,
-        "n_kv_heads": int(getattr(text, "num_key_value_heads", None) or n_heads),
-        "head_dim": head_dim,
-        "hidden_size": hidden,
-        "causal": _is_causal(model),
-        "position_encoding": position,
-        "rope_theta": float(theta) if theta is not None else None,
-        "rope_scaling": scaling if scaling and scaling.get("rope_type", "default") != "default" else None,
-        "partial_rotary_factor": float(partial) if partial is not None else None,
-        "max_positions": int(getattr(text, "max_position_embeddings", 0) or 0) or None,
-        "sliding_window": int(window) if window else None,
-        "layer_types": list(getattr(text, "layer_types", None) or []) or None,
-        "n_params": int(sum(p.numel() for p in model.parameters())),
-    }
+    """Architecture facts recorded in every manifest: :func:`gammalens.architecture.model_facts`."""
+    from gammalens.architecture import model_facts
 
-
-def _is_causal(model: Any) -> bool:
-    for m in model.modules():
-        if hasattr(m, "is_causal") and type(m).__name__.endswith("Attention"):
-            return bool(m.is_causal)
-    return bool(getattr(model.config, "is_decoder", False))
+    return model_facts(model)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gammalens.architecture import Architecture, architecture, load_config
 from gammalens.errors import TheoryError
 from gammalens.theory import kv_cache, kv_window, pade, phases, rope
-from gammalens.theory.architecture import Architecture, architecture, load_config
 from gammalens.theory.params import parameter_count
 
 GIB = 2**30
