@@ -15,17 +15,16 @@ from tests.run_fixtures import isolated_atlas  # noqa: F401
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 
 
-@pytest.fixture(scope="module")
-def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    result = gammalens.measure("minilm", context=64, windows=4, bootstrap=20, out=out)
-    return Path(result.run_dir)
+@pytest.fixture
+def run_dir(minilm_run: gammalens.measurement.MeasureResult) -> Path:
+    """The run directory of conftest's shared MiniLM measurement (no second measurement here)."""
+    return Path(minilm_run.run_dir)
 
 
-def test_measured_run_is_recorded_reported_and_shared(minilm_run: Path, tmp_path: Path) -> None:
+def test_measured_run_is_recorded_reported_and_shared(run_dir: Path, tmp_path: Path) -> None:
     atlas = tmp_path / "a.duckdb"
-    run_id = record_run(minilm_run, atlas)
-    assert run_id == minilm_run.name and record_run(minilm_run, atlas) == run_id
+    run_id = record_run(run_dir, atlas)
+    assert run_id == run_dir.name and record_run(run_dir, atlas) == run_id
     with connect(atlas, read_only=True) as con:
         assert con.execute("SELECT n_layers, n_heads, position_encoding, rope_theta, family FROM models").fetchall() \
             == [(6, 12, "learned", None, "minilm")]
@@ -35,7 +34,7 @@ def test_measured_run_is_recorded_reported_and_shared(minilm_run: Path, tmp_path
     c = compare(["minilm"], atlas)
     assert c.layers.shape == (6, 1) and c.summary["gamma"].iloc[0] == pytest.approx(gamma)
 
-    page = write_report([minilm_run], tmp_path / "report.html")
+    page = write_report([run_dir], tmp_path / "report.html")
     html = page.read_text(encoding="utf-8")
     assert "minilm" in html and "no RoPE" in html and html.count('class="plot"') >= 6
 
