@@ -7,12 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["annotate", "architecture", "card", "fractional", "kv_cache", "kv_window", "pade", "params", "phases",
-           "rope", "thermo"]
+MODULES = [f"gammalens.theory.{name}" for name in ("annotate", "fractional", "kv_window", "pade", "phases", "rope",
+                                                    "thermo")]
+MODULES += ["gammalens.architecture", "gammalens.card.config_card", "gammalens.card.kv_cache", "gammalens.card.params"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    module = importlib.import_module(f"gammalens.theory.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0

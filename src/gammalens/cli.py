@@ -195,7 +195,7 @@ def card(
     """Predict from a config alone: attention type, RoPE scales, γ_Padé, regime, KV cache and GPU fit."""
     import json
 
-    from gammalens.theory.card import build_card, render
+    from gammalens.card.config_card import build_card, render
 
     with _ctrl_c_is_an_error():
         result = build_card(model, context=context, dtype=dtype, kv_dtype=kv_dtype, batch=batch,
