@@ -1,14 +1,15 @@
 """Benchmark a sweep: the local executor (one cell after another, in this process) against Ray with N workers.
 
 The same small cells (gammalens-tiny at several contexts × seeds on stdlib text) are measured four
-times into fresh output folders and atlases, in one run:
+ways into fresh output folders and atlases, in one run:
 
 - ``local cold``  ``run_sweep(executor="local")``: sequential, in this process, one torch thread; the
                   first cell imports torch and transformers;
-- ``local warm``  the same again in the same process, into a new folder;
 - ``ray cold``    ``run_sweep(executor="ray")`` on a Ray instance just started with ``num_cpus=N``: its
                   worker processes still have to start and import torch/transformers;
-- ``ray warm``    the same again on the same instance (workers reused), into a new folder.
+- ``local warm``  the local sweep again in the same process, into a new folder;
+- ``ray warm``    the Ray sweep again on the same instance (workers reused), into a new folder;
+                  the warm passes alternate ``--repeats`` times and the median by wall time is reported.
 
 Cold compares first sweeps of fresh processes; warm compares steady state (the ratio that matters
 for long sweeps).
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--bootstrap", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2, help="Ray CPUs = workers (one CPU and one thread per cell).")
+    parser.add_argument("--repeats", type=int, default=3, help="Warm passes of each executor (median reported).")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -71,16 +73,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         local = timed_sweep(folder, "local-cold", args, executor="local")
-        local_warm = timed_sweep(folder, "local-warm", args, executor="local")
         t0 = time.perf_counter()
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         init_s = time.perf_counter() - t0
         try:
             cold = timed_sweep(folder, "ray-cold", args, executor="ray")
-            warm = timed_sweep(folder, "ray-warm", args, executor="ray")
+            # warm passes interleaved, so that the machine's load falls on both alike; medians by wall time
+            local_runs, ray_runs = [], []
+            for r in range(args.repeats):
+                local_runs.append(timed_sweep(folder, f"local-warm-{r}", args, executor="local"))
+                ray_runs.append(timed_sweep(folder, f"ray-warm-{r}", args, executor="ray"))
         finally:
             ray.shutdown()
+    local_warm = sorted(local_runs)[len(local_runs) // 2]
+    warm = sorted(ray_runs)[len(ray_runs) // 2]
+    print(f"warm wall s, local: {[round(x[0], 2) for x in local_runs]}; ray: {[round(x[0], 2) for x in ray_runs]}")
 
     def overhead(run: tuple[float, float, int], workers: int) -> float:
         return (workers * run[0] - run[1]) / run[2]

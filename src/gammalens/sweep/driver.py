@@ -124,6 +124,7 @@ class _Driver:
         self.status: dict[int, CellStatus] = {}
         self.cells = cells
         self.bar: Any = None
+        self.autosave = False  # off while planning (one save after it), on while cells finish
 
     def set(self, cell: PlannedCell, status: str, reason: str = "", run_dir: Path | None = None,
             run_id: str | None = None, gamma: float | None = None, seconds: float = 0.0) -> None:
@@ -131,7 +132,7 @@ class _Driver:
             run_id, gamma = run_dir.name, _gamma(run_dir)
         self.status[cell.index] = CellStatus(cell.index, cell.key, cell.label, status, reason, run_id, gamma,
                                              round(seconds, 3), cell.settings)
-        if not self.dry_run:
+        if self.autosave and not self.dry_run:
             self.save()
 
     def record(self, run_dir: Path) -> None:
@@ -249,6 +250,9 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
         else:
             todo.append(cell)
         first.setdefault(text, cell.index)
+    if not dry_run:
+        driver.save()
+        driver.autosave = True
     if dry_run or not todo:
         return driver.result(t0)
 
