@@ -95,15 +95,18 @@ def _rope_section(arch: Architecture, context: int) -> tuple[dict[str, Any], lis
     freqs = rope.inv_freq(spec, seq_len=context)  # (rotary_dim/2,)
     lam = rope.wavelengths(freqs)
     n_act = rope.n_active(context, freqs)
+    geo = rope.effective_geometry(spec, freqs)  # the closed forms below use θ_eff at distances T/s
+    theta, s = geo.theta, geo.position_scale
     section = {
         "theta": spec.theta, "rope_type": spec.rope_type, "factor": spec.factor,
         "original_max_position_embeddings": spec.parameters.get("original_max_position_embeddings"),
-        "rotary_dim": spec.rotary_dim, "n_pairs": spec.n_pairs, "t_cross": rope.t_cross(spec.theta),
-        "t_max": rope.t_max(spec.theta), "wavelength_min": float(lam.min()), "wavelength_max": float(lam.max()),
-        "n_active_at_T": n_act, "n_active_closed_form_at_T": rope.n_active_closed_form(context, spec.theta,
+        "theta_effective": theta, "position_scale": s, "geometry_defined": geo.defined, "geometry_note": geo.note,
+        "rotary_dim": spec.rotary_dim, "n_pairs": spec.n_pairs, "t_cross": s * rope.t_cross(theta),
+        "t_max": s * rope.t_max(theta), "wavelength_min": float(lam.min()), "wavelength_max": float(lam.max()),
+        "n_active_at_T": n_act, "n_active_closed_form_at_T": rope.n_active_closed_form(context / s, theta,
                                                                                          spec.rotary_dim),
-        "critical_dim_at_T": rope.critical_dim(context, spec.theta, spec.rotary_dim),
-        "theta_by_layer_type": {k: s.theta for k, s in arch.rope.items()} if len(arch.rope) > 1 else None,
+        "critical_dim_at_T": rope.critical_dim(context / s, theta, spec.rotary_dim),
+        "theta_by_layer_type": {k: v.theta for k, v in arch.rope.items()} if len(arch.rope) > 1 else None,
     }
     aliased = f"{spec.n_pairs - n_act}/{spec.n_pairs} RoPE pairs have completed a turn by T"
     if context <= section["t_cross"]:
@@ -115,6 +118,8 @@ def _rope_section(arch: Architecture, context: int) -> tuple[dict[str, Any], lis
         status, reason = "fail", (f"T ≥ the longest real wavelength {section['wavelength_max']:,.0f} "
                                   f"(T_max = 2πθ = {section['t_max']:,.0f}): every pair has aliased")
     verdicts = [Verdict("aliasing", status, reason)]
+    if not geo.defined:
+        verdicts.append(Verdict("geometry", "warn", geo.note))
     orig = section["original_max_position_embeddings"]
     if spec.rope_type != "default" and orig and context > orig and context <= (arch.max_positions or context):
         factor = "" if spec.factor is None else f" ×{spec.factor:g}"
@@ -124,8 +129,10 @@ def _rope_section(arch: Architecture, context: int) -> tuple[dict[str, Any], lis
 
 
 def _prediction(arch: Architecture, context: int, eps: float) -> dict[str, Any]:
-    theta = arch.main_rope().theta
-    gamma = pade.gamma_pade(theta, context)
+    spec = arch.main_rope()
+    geo = rope.effective_geometry(spec, rope.inv_freq(spec, seq_len=context))
+    theta, s = geo.theta, geo.position_scale  # linear scaling by s: exactly T → T/s (lengths back × s)
+    gamma = pade.gamma_pade(theta, context / s)
     attending = [k for k in arch.layer_kinds if k != "none"]
     windowed = arch.sliding_window is not None and arch.sliding_window < context
     if windowed and all(k == "sliding" for k in attending):
@@ -135,11 +142,23 @@ def _prediction(arch: Architecture, context: int, eps: float) -> dict[str, Any]:
     else:
         regime = "Normal"
     return {
-        "context": context, "gamma_pade": gamma, "d_horizon": pade.d_horizon(theta, gamma),
-        "theta_eff_pade": pade.theta_eff_pade(theta, context), "phase": phases.phase(gamma),
+        "context": context, "gamma_pade": gamma, "d_horizon": s * pade.d_horizon(theta, gamma),
+        "theta_eff_pade": pade.theta_eff_pade(theta, context / s), "phase": phases.phase(gamma),
+        "geometry_defined": geo.defined,
         "regime": regime, "regime_note": "predicted from the config; η needs a measured γ (gammalens measure)",
-        "eps": eps, "D_f": kv_window.d_f(gamma, max(context - 1, 1), eps),
+        "eps": eps, **_d_f(gamma, context, eps, arch),
     }
+
+
+def _d_f(gamma: float, context: int, eps: float, arch: Architecture) -> dict[str, Any]:
+    """D_f at γ_Padé over the distances of a context of T tokens (:func:`kv_window.d_f_at_context`), capped by
+    the sliding window where every attending layer slides (a window cannot keep more than it sees)."""
+    d = kv_window.d_f_at_context(gamma, context, eps)
+    window = arch.sliding_window
+    attending = [k for k in arch.layer_kinds if k != "none"]
+    if window is not None and d > window and attending and all(k == "sliding" for k in attending):
+        return {"D_f": window, "D_f_uncapped": d, "D_f_capped_by_window": True}
+    return {"D_f": d, "D_f_uncapped": d, "D_f_capped_by_window": False}
 
 
 def _largest_context(arch: Architecture, weights: int, allowance: float, gpu: float, kv_bytes: float,
@@ -338,8 +357,11 @@ def render(card: ConfigCard, console: Any = None) -> None:
         scaling = "" if r["rope_type"] == "default" else (
             f" ×{_fmt(r['factor'])} from {_fmt(r['original_max_position_embeddings'])}")
         facts.add_row("RoPE θ · type", f"{r['theta']:,g} · {r['rope_type']}{scaling}")
+        if r["rope_type"] != "default":
+            facts.add_row("geometry of the closed forms", r["geometry_note"])
         facts.add_row("rotary dims · pairs", f"{r['rotary_dim']} · {r['n_pairs']}")
-        facts.add_row("T_cross = 2π√θ · T_max = 2πθ", f"{_fmt(r['t_cross'])} · {_fmt(r['t_max'])} tokens")
+        label = "T_cross = 2π√θ · T_max = 2πθ" if r["position_scale"] == 1 else "T_cross = 2πs√θ · T_max = 2πsθ"
+        facts.add_row(label, f"{_fmt(r['t_cross'])} · {_fmt(r['t_max'])} tokens")
         facts.add_row("wavelengths (real)", f"{_fmt(r['wavelength_min'])} … {_fmt(r['wavelength_max'])} tokens")
         facts.add_row("active pairs at T (exact · closed form)",
                       f"{r['n_active_at_T']} · {r['n_active_closed_form_at_T']:.1f}; critical dim {r['critical_dim_at_T']}")
@@ -351,7 +373,8 @@ def render(card: ConfigCard, console: Any = None) -> None:
         facts.add_row("γ_Padé at T", f"{p['gamma_pade']:.4f} (phase {p['phase']}) at T = {p['context']:,}")
         facts.add_row("d_horizon · θ_eff^Padé", f"{_fmt(p['d_horizon'])} tokens · {_fmt(p['theta_eff_pade'])}")
         facts.add_row("regime (predicted)", p["regime"])
-        facts.add_row(f"D_f at γ_Padé, ε = {p['eps']:g}", f"{p['D_f']:,} tokens (provisional)")
+        capped = f", capped by the sliding window (uncapped {p['D_f_uncapped']:,})" if p["D_f_capped_by_window"] else ""
+        facts.add_row(f"D_f at γ_Padé, ε = {p['eps']:g}", f"{p['D_f']:,} tokens (provisional{capped})")
     facts.add_section()
     facts.add_row("parameters", f"{_fmt(m['params'])} ({_fmt(m['params_method'])})")
     facts.add_row("weights · KV cache", f"{_gib(m['weight_bytes'])} ({m['weight_dtype']}) · {_gib(m['kv_bytes'])} "

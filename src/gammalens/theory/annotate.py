@@ -85,7 +85,7 @@ def annotate(gamma: float, ci_low: float | None, ci_high: float | None, *, conte
     row: dict[str, Value] = {
         "phase": phases.phase(gamma if finite else math.nan, ci_low, ci_high),
         "chi": phases.susceptibility(gamma) if finite else None,
-        "D_f": kv_window.d_f(gamma, n, eps) if finite else None,
+        "D_f": kv_window.d_f_at_context(gamma, int(context), eps) if finite else None,
         "D_f_empirical": None if mass is None else kv_window.d_f_empirical(mass, eps),
         "levy_alpha": lens.alpha if lens else None,
         "fractional_s": lens.s if lens else None,

@@ -11,7 +11,12 @@ for γ < 1 and for 1 < γ < 1.001, where ζ(γ) ≈ 1/(γ−1) would cancel. D_f
 integers 1..T (≈ log2 T evaluations): microseconds at T = 10⁷.
 
 Distance 0 (the query's own key) is always kept and never counted, in the theoretical and in the
-empirical D_f alike; D_f is the largest distance the cache must keep. The book marks D_f as
+empirical D_f alike; D_f is the largest distance the cache must keep.
+
+The distance convention, used everywhere: a context of T tokens holds the distances d = 1..T−1 (the last
+query sees the first key T−1 tokens back). :func:`d_f` takes the largest distance n itself;
+:func:`d_f_at_context` takes T and sums over 1..T−1 — the card, the fits' theory columns and the reports
+all use it. The book marks D_f as
 provisional: it has not been benchmarked against other KV policies.
 """
 
@@ -106,6 +111,17 @@ def _smallest(covers, lo: int, hi: int) -> int:
     return lo
 
 
+def d_f_at_context(gamma: float, context: int, eps: float = 0.05) -> int:
+    """D_f (tokens) for a context of ``context`` = T tokens: distances 1..T−1 (the module's convention).
+
+    >>> d_f_at_context(1.5, 4097, 0.05) == d_f(1.5, 4096, 0.05)
+    True
+    """
+    if not (isinstance(context, int) and context >= 2):
+        raise TheoryError(f"the context T must be an integer of at least 2 tokens (got {context})")
+    return d_f(gamma, context - 1, eps)
+
+
 def d_f(gamma: float, context: int | None, eps: float = 0.05) -> int:
     """Exact KV window D_f (tokens): smallest D with Σ_{d≤D} d^−γ ≥ (1−ε)·Σ_{d≤T} d^−γ.
 
@@ -114,7 +130,8 @@ def d_f(gamma: float, context: int | None, eps: float = 0.05) -> int:
     gamma : float
         Decay exponent γ (any real; for γ ≤ 1 D_f grows with T).
     context : int or None
-        T, the largest distance (tokens). ``None`` means T = ∞, defined for γ > 1 only.
+        n, the largest distance (tokens): n = T − 1 for a context of T tokens (see :func:`d_f_at_context`).
+        ``None`` means n = ∞, defined for γ > 1 only.
     eps : float
         Fraction of the mass allowed outside the window, in (0, 1).
 

@@ -264,3 +264,57 @@ def critical_dim(context: float, theta: float, rotary_dim: int) -> int:
         raise TheoryError(f"context T must be at least 1 token (got {context})")
     x = (rotary_dim / 2) * math.log(context / (2 * math.pi)) / math.log(theta)
     return int(min(max(2 * math.ceil(x), 0), rotary_dim))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The RoPE geometry the closed forms (γ_Padé, d_horizon, θ_eff, T_cross, T_max, n_active) should use.
+
+    Attributes
+    ----------
+    theta : float
+        Effective base θ of the real frequencies (dimensionless).
+    position_scale : float
+        s such that the model rotates position p as an unscaled RoPE of base ``theta`` rotates p/s: the closed
+        forms apply at distance d/s, and lengths they return (T_cross, T_max, d_horizon) are s times longer.
+    defined : bool
+        False when the frequencies are not a geometric series (llama3, YaRN, longrope scale by frequency band):
+        then ``theta`` is the raw rope_theta, ``position_scale`` 1, and the closed forms are only indicative.
+    note : str
+        How the geometry was obtained, for the card.
+    """
+
+    theta: float
+    position_scale: float
+    defined: bool
+    note: str
+
+
+def effective_geometry(spec: RopeSpec, freqs: np.ndarray) -> Geometry:
+    """The effective (θ, s) of ``freqs`` (rotary_dim/2,), the real frequencies of ``spec`` at the context.
+
+    Unscaled RoPE is ω_i = θ^(−2i/d); ``linear`` scaling by s divides every ω_i by s (exactly T → T/s);
+    ``dynamic`` NTK replaces θ above the original context. Both stay geometric, ω_i = θ'^(−2i/d)/s, so θ' and
+    s are read off the real frequencies; any other series (scaling by frequency band) has no single θ.
+
+    >>> spec = RopeSpec(theta=10000.0, head_dim=8, rotary_dim=8, rope_type="linear", parameters={"factor": 4.0})
+    >>> g = effective_geometry(spec, inv_freq(spec))
+    >>> round(g.theta), g.position_scale, g.defined
+    (10000, 4.0, True)
+    """
+    freqs = np.asarray(freqs, dtype=np.float64)
+    if spec.rope_type == "default":
+        return Geometry(spec.theta, 1.0, True, "unscaled RoPE")
+    n = len(freqs)
+    ratios = freqs[1:] / freqs[:-1]
+    if n >= 2 and np.allclose(ratios, ratios[0], rtol=1e-4) and freqs[0] > 0:
+        theta = float(np.exp(-np.log(ratios).mean() * n))   # ω_{i+1}/ω_i = θ^(−2/d), d = 2n
+        scale = float(1.0 / freqs[0])
+        if math.isclose(theta, spec.theta, rel_tol=1e-4):
+            theta = spec.theta
+        if math.isclose(scale, round(scale), rel_tol=1e-5):
+            scale = float(round(scale))
+        note = (f"{spec.rope_type} scaling: effective θ = {theta:,.6g}" + (f", positions / {scale:g}" if scale != 1 else ""))
+        return Geometry(theta, scale, True, note)
+    return Geometry(spec.theta, 1.0, False, f"{spec.rope_type} scaling changes frequencies by band: no single θ; "
+                    "the closed forms use the raw rope_theta and are indicative only")
