@@ -30,8 +30,8 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
                dropout: float = 0.0, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """SDPA over the keys the cache returned, masked per KV head; output (B, q, Hq, d)."""
     layer = cache.layers[module.layer_idx]
-    visible = layer.visible  # (Hkv, q, K)
-    if visible is None or visible.shape[-1] != key.shape[-2] or visible.shape[1] != query.shape[-2]:
+    visible = layer.visible()  # (Hkv, q, K)
+    if visible.shape[-1] != key.shape[-2] or visible.shape[1] != query.shape[-2]:
         raise KVError("the γ-window attention ran without its cache: pass past_key_values=<the same cache>")
     if kwargs.get("softcap") or kwargs.get("s_aux") is not None:
         raise KVError("attention soft-capping and learned sinks are not supported by the γ-window cache")

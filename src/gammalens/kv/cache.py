@@ -59,7 +59,8 @@ class GammaWindowLayer(CacheLayerMixin):
         self.sinks, self.block = int(sinks), int(block)
         self.limit = self.window + self.sinks  # (Hkv,) C_h
         self.seen = 0
-        self.visible: torch.Tensor | None = None  # (Hkv, q, K) of the last update
+        self._kpos: torch.Tensor | None = None  # (Hkv, K) positions of the keys the last update returned
+        self._qpos: torch.Tensor | None = None  # (q,) positions of its new tokens
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, n_kv, _, d = key_states.shape
@@ -116,12 +117,8 @@ class GammaWindowLayer(CacheLayerMixin):
         k_all = torch.cat([k_old, key_states], dim=2)  # (B, Hkv, Cmax + q, d)
         v_all = torch.cat([v_old, value_states], dim=2)
         qpos = torch.arange(p0, p0 + q, device=dev)  # (q,)
-        kpos = torch.cat([kpos_old, qpos.expand(n_kv, q)], dim=1)[:, None, :]  # (Hkv, 1, K)
-        # visible: key held, not in the future, and a sink or within the query's last W_h tokens; built by
-        # broadcasting (Hkv, 1, K) against (·, q, 1), so the only (Hkv, q, K) tensors are booleans
-        oldest = (qpos[None, :] - self.window[:, None])[:, :, None]  # (Hkv, q, 1): positions ≤ this are out
-        self.visible = ((kpos >= 0) & (kpos <= qpos[None, :, None])
-                        & ((kpos < self.sinks) | (kpos > oldest)))  # (Hkv, q, K)
+        self._kpos = torch.cat([kpos_old, qpos.expand(n_kv, q)], dim=1)  # (Hkv, K) positions of the returned keys
+        self._qpos = qpos
         # 2. write the new tokens that stay: sinks and each head's last W_h tokens
         self.seen = p0 + q
         self._grow(self.seen)
@@ -134,6 +131,19 @@ class GammaWindowLayer(CacheLayerMixin):
         self.values[:, dest] = value_states.reshape(b, n_kv * q, -1)[:, keep.reshape(-1)]
         self.slot_pos[dest] = pos[keep]
         return k_all, v_all
+
+    def visible(self) -> torch.Tensor:
+        """(Hkv, q, K) bool: which returned keys each new query of the last update may attend to.
+
+        A key is visible if it is held, not in the query's future, and a sink or within the query's last W_h
+        tokens. Built on demand by broadcasting (Hkv, 1, K) against (·, q, 1): only booleans are (Hkv, q, K),
+        and nothing of that size stays alive between layers.
+        """
+        if self._kpos is None:
+            raise KVError("the γ-window attention ran without its cache: pass past_key_values=<the same cache>")
+        kpos, qpos = self._kpos[:, None, :], self._qpos
+        oldest = (qpos[None, :] - self.window[:, None])[:, :, None]  # (Hkv, q, 1): positions ≤ this are out
+        return (kpos >= 0) & (kpos <= qpos[None, :, None]) & ((kpos < self.sinks) | (kpos > oldest))
 
     def get_mask_sizes(self, query: int | torch.Tensor) -> tuple[int, int]:
         """(kv_length, kv_offset); transformers 5.2 passes cache_position (a tensor), later versions its length."""
@@ -169,7 +179,7 @@ class GammaWindowLayer(CacheLayerMixin):
                                      self.values.new_zeros(self.keys.shape[0], len(self.window), 0,
                                                            self.values.shape[-1]))
         self.seen = 0
-        self.visible = None
+        self._kpos = self._qpos = None
 
     def crop(self, max_length: int) -> None:
         raise KVError("a γ-window cache cannot be cropped (evicted tokens are gone); use a DynamicCache")
