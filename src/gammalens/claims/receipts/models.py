@@ -19,16 +19,18 @@ def _model_row(model: str, **settings) -> dict:
     return measure(model, record=False, **settings).model_fit
 
 
-def tiny_delta_gamma(windows: int = 4, bootstrap: int = 20, seed: int = 0) -> dict[str, float]:
-    """The induction probe on gammalens-tiny: Δγ = γ(stdlib text) − γ(random tokens), same settings.
+def delta_gamma(model: str = TINY, context: int | None = None, windows: int = 4, bootstrap: int = 20,
+                seed: int = 0) -> dict[str, float]:
+    """The induction probe: Δγ = γ(stdlib text) − γ(random tokens), same model and settings.
 
     Returns
     -------
     dict
         ``delta_gamma``, ``gamma_text``, ``gamma_random``.
     """
-    text = float(_model_row(TINY, corpus="stdlib", windows=windows, bootstrap=bootstrap, seed=seed)["gamma"])
-    rand = float(_model_row(TINY, corpus="random", windows=windows, bootstrap=bootstrap, seed=seed)["gamma"])
+    common = {"context": context, "windows": windows, "bootstrap": bootstrap, "seed": seed}
+    text = float(_model_row(model, corpus="stdlib", **common)["gamma"])
+    rand = float(_model_row(model, corpus="random", **common)["gamma"])
     return {"delta_gamma": text - rand, "gamma_text": text, "gamma_random": rand}
 
 
