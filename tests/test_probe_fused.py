@@ -102,3 +102,20 @@ def test_fused_profile_matches_fp64_reference(case: str) -> None:
     want = torch.nan_to_num(torch.softmax(s.masked_fill(~vis, float("-inf")), -1)) @ vv  # (B, H, n, dh)
     tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: the output is rounded to bf16
     torch.testing.assert_close(out.float().transpose(1, 2), want, atol=tol, rtol=tol)
+
+
+def test_a_lost_term_breaks_conservation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime self-check: dropping the sink mass (as a kernel bug would lose a tile) raises, naming layer/head."""
+    import gammalens.probe.fused as fused
+    from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 20, 16, generator=g).to(TEST_DEVICE) for _ in range(3))
+    acc = ProfileAccumulator(2, 2, 1, 19, 4, 2, device=TEST_DEVICE)
+    layout = BatchLayout.full(1, 20, device=TEST_DEVICE)
+    fused.fused_profile(acc, 0, q, k, v, layout, 0.25, True, None, None, block=16)  # consistent: no error
+    monkeypatch.setattr(fused, "_sink_sums", lambda q, *a: torch.zeros(1, 2, dtype=torch.float64, device=q.device))
+    with pytest.raises(fused.FusedKernelError, match=r"layer 1, head 0"):
+        fused.fused_profile(acc, 1, q, k, v, layout, 0.25, True, None, None, block=16)
+    assert float(acc.mass[0].sum() + acc.doc_sink_sum[:, 0].sum()) == pytest.approx(2 * 18)  # 2 heads × 18 rows
+    assert float(acc.mass[1].abs().sum() + acc.doc_sink_sum[:, 1].abs().sum()) == 0.0  # nothing half-added

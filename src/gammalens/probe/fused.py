@@ -135,8 +135,41 @@ def fused_profile(accumulator: ProfileAccumulator, layer: int, query: torch.Tens
 
     sink_sum = _sink_sums(q, k, lse, layout, S, scale, causal, softcap, window)
     counts = _counts(layout.lengths.clamp(max=n), n, S, Hz, window, causal)
+    if causal:
+        check_conservation(layer, mass, sink_sum, counts["sink_queries"])
     accumulator.add_distance_sums(layer, mass, cs, sink_sum, layout.doc_index, **counts)
     return out
+
+
+class FusedKernelError(RuntimeError):
+    """The fused kernels' sums are inconsistent (a kernel bug or miscompilation, not bad input)."""
+
+
+def check_conservation(layer: int, mass: torch.Tensor, sink_sum: torch.Tensor, rows: torch.Tensor,
+                       rtol: float = 1e-4) -> None:
+    """Every causal query past the sinks spreads probability 1 over sink and non-sink keys: check the sums.
+
+    Parameters
+    ----------
+    mass : torch.Tensor
+        (B, H, n) non-sink mass by distance.
+    sink_sum : torch.Tensor
+        (B, H) sink mass of the queries past the sinks.
+    rows : torch.Tensor
+        (B,) number of those queries (earlier queries see only sink keys, so they add to neither sum).
+
+    A runtime self-check that costs one reduction per layer: a log-sum-exp inconsistent with the profile
+    pass's scores, or a lost tile, breaks it. Non-finite sums are left to the accumulator's NaN error.
+    """
+    got = mass.sum(-1) + sink_sum  # (B, H)
+    want = rows.to(got)[:, None]
+    if not bool(torch.isfinite(got).all()):
+        return
+    bad = (got - want).abs() > rtol * want.clamp(min=1.0)
+    if bool(bad.any()):
+        b, h = (int(i) for i in bad.nonzero()[0])
+        raise FusedKernelError(f"fused probe, layer {layer}, head {h}: row {b}'s probabilities sum to "
+                               f"{float(got[b, h]):.6g} over its {float(want[b, 0]):.0f} queries")
 
 
 def _sink_sums(q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, layout: BatchLayout, sinks: int, scale: float,
