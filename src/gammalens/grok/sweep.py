@@ -94,4 +94,9 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, only: Iterable[str] | None 
 
 def load_results(out_dir: str | Path) -> dict[str, RunResult]:
     """Every finished run in ``out_dir``, keyed by run name."""
-    return {p.stem: RunResult.from_dict(json.loads(p.read_text())) for p in sorted(Path(out_dir).glob("*.json"))}
+    def order(path: Path) -> tuple[str, int]:  # grok_seed2 before grok_seed10
+        cond, _, seed = path.stem.partition("_seed")
+        return (cond, int(seed) if seed.isdigit() else -1)
+
+    paths = sorted(Path(out_dir).glob("*.json"), key=order)
+    return {p.stem: RunResult.from_dict(json.loads(p.read_text())) for p in paths}
