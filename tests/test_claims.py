@@ -291,3 +291,29 @@ def test_fixed_key_null_agrees_with_the_taf_estimators_own_synthetic_run():
     assert taf_synthetic(uniform_row).gamma == pytest.approx(fixed_key_uniform()["gamma"], abs=1e-12)
     from30 = fixed_key_uniform(distances=(30, 50, 100, 200, 500, 1000, 2000))["gamma"]
     assert taf_synthetic(uniform_row, fit_min_distance=30).gamma == pytest.approx(from30, abs=1e-12)
+
+
+def test_grok_receipt_replays_the_rule_on_stored_curves(tmp_path):
+    """Two grokking runs (CKA drops, re-rises, then test accuracy jumps), one control without a re-rise, one
+    control with one, and a penalty run that must be ignored: 2/2 detected, 1/2 false alarms."""
+    import csv as csv_module
+
+    from gammalens.claims.receipts.grok import cka_rerise_from_curves
+
+    def write(name, cka, acc):
+        with (tmp_path / f"{name}.csv").open("w", newline="") as f:
+            w = csv_module.writer(f)
+            w.writerow(["step", "train_acc", "test_acc", "cka"])
+            for i, (c, a) in enumerate(zip(cka, acc, strict=True)):
+                w.writerow([10 * i, 1.0, a, c])
+
+    rerise = [0.9] * 5 + [0.6] * 10 + [0.8] * 15          # fires at the 5th smoothed point above 0.65
+    flat_fall = [0.9] * 5 + [0.6] * 25                    # drops, never re-rises
+    write("grok_seed0", rerise, [0.1] * 27 + [0.99] * 3)
+    write("grok_seed1", rerise, [0.1] * 29 + [0.96])
+    write("wd0_seed0", flat_fall, [0.1] * 30)
+    write("smallfrac_seed0", rerise, [0.1] * 30)
+    write("penalty_seed0", flat_fall, [0.1] * 29 + [0.99])
+    got = cka_rerise_from_curves(str(tmp_path))
+    assert (got["runs"], got["grokked"], got["detected"], got["controls"], got["false_alarms"]) == (4, 2, 2, 2, 1)
+    assert got["median_lead"] > 0
