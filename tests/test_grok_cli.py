@@ -67,3 +67,12 @@ def test_sparse_parity_run(tmp_path, capsys) -> None:
     result = json.loads((tmp_path / "par.json").read_text())
     assert result["config"]["task"] == "parity" and result["steps_run"] == 20
     assert len(list(csv.DictReader((tmp_path / "par.csv").open()))) == 3
+
+
+def test_runs_are_deterministic_on_cpu(tmp_path) -> None:
+    from gammalens.grok.experiment import RunConfig, train_run
+
+    cfg = RunConfig(p=11, d_model=16, d_mlp=32, lr=1e-2, steps=30, every=10, cka_penalty=0.5)
+    for name in ("a", "b"):
+        train_run(cfg, tmp_path, name)
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
