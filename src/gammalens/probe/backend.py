@@ -11,6 +11,9 @@ at once. Evaluation only: attention dropout is not applied.
 
 It is installed by :func:`probing` (a context manager) and removed in ``finally``: nothing is left
 registered and the model's previous attention implementation is restored.
+
+On CUDA with Triton installed, the same probe (``backend='auto'``, the default) hands each layer to the
+fused two-pass kernel of :mod:`gammalens.probe.fused` instead: same sums, no chunk × n scores.
 """
 
 from __future__ import annotations
