@@ -407,3 +407,8 @@ def test_unreachable_hub_fails_fast_in_one_line(command: list[str], tmp_path: Pa
                           else [str(SCRIPT), *command], capture_output=True, text=True, env=env, timeout=300)
     assert_one_line(proc.returncode, proc.stderr, "unreachable")
     assert "Retrying" not in proc.stderr and time.perf_counter() - t0 < 120
+
+
+def test_usage_error_hint_names_the_command(capsys) -> None:
+    code, _, err = run_cli(["measure", "--windows", "many"], capsys)
+    assert_one_line(code, err, "--windows", "see `gammalens measure --help`")

@@ -463,7 +463,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with clean_exit():
         try:
-            rc = app(args=argv, standalone_mode=False)  # non-standalone click returns typer.Exit's code
+            # non-standalone click returns typer.Exit's code; the name in usage hints is always `gammalens`
+            rc = app(args=argv, prog_name="gammalens", standalone_mode=False)
         except typer.Exit as ex:
             rc = ex.exit_code
         sys.exit(rc if isinstance(rc, int) else 0)
