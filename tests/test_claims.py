@@ -317,3 +317,22 @@ def test_grok_receipt_replays_the_rule_on_stored_curves(tmp_path):
     got = cka_rerise_from_curves(str(tmp_path))
     assert (got["runs"], got["grokked"], got["detected"], got["controls"], got["false_alarms"]) == (4, 2, 2, 2, 1)
     assert got["median_lead"] > 0
+
+
+def test_a_receipt_shared_by_two_claims_runs_once(tmp_path, monkeypatch):
+    import gammalens.claims.receipts.atlas as atlas_receipts
+    from gammalens.claims.verify import verify_claims
+
+    calls = []
+    original = atlas_receipts.r2_count
+
+    def counted(**kwargs):
+        calls.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(atlas_receipts, "r2_count", counted)
+    fine = BROKEN[BROKEN.index('[[claim]]\nid = "fine.atlas"'):]
+    path = tmp_path / "twice.toml"
+    path.write_text(fine + fine.replace('id = "fine.atlas"', 'id = "fine.again"'), encoding="utf-8")
+    results = verify_claims(load_ledger(path))
+    assert [r.status for r in results] == ["pass", "pass"] and len(calls) == 1

@@ -75,13 +75,22 @@ def resolve(call: str) -> Callable[..., dict[str, float]]:
     return fn
 
 
-def run_receipt(claim_id: str, receipt: Receipt) -> ReceiptResult:
-    """Run one receipt and check its figures; an exception inside it is a failure, not a crash."""
+def run_receipt(claim_id: str, receipt: Receipt, cache: dict[str, dict[str, float]] | None = None) -> ReceiptResult:
+    """Run one receipt and check its figures; an exception inside it is a failure, not a crash.
+
+    ``cache`` (call and arguments → figures) lets two claims that share a receipt run it once.
+    """
     fn = resolve(receipt.call)
+    key = receipt.command
     t0 = time.perf_counter()
     try:
-        raw = fn(**receipt.args)
-        figures = {str(k): float(v) for k, v in dict(raw).items()}
+        if cache is not None and key in cache:
+            figures = cache[key]
+        else:
+            raw = fn(**receipt.args)
+            figures = {str(k): float(v) for k, v in dict(raw).items()}
+            if cache is not None:
+                cache[key] = figures
     except Exception as err:  # a receipt that no longer runs no longer reproduces
         return ReceiptResult(claim_id, receipt, "fail", error=f"{type(err).__name__}: {err}",
                              seconds=time.perf_counter() - t0)
@@ -114,10 +123,11 @@ def verify_claims(ledger: Ledger, ids: list[str] | tuple[str, ...] = (), *, slow
     for claim in claims:  # fail early on a receipt that cannot even be imported
         for r in claim.receipts:
             resolve(r.call)
-    results = []
+    results: list[ReceiptResult] = []
+    cache: dict[str, dict[str, float]] = {}
     for claim in claims:
         for r in claim.receipts:
-            res = run_receipt(claim.id, r) if (slow or not r.slow) else ReceiptResult(claim.id, r, "skipped")
+            res = run_receipt(claim.id, r, cache) if (slow or not r.slow) else ReceiptResult(claim.id, r, "skipped")
             results.append(res)
             if on_result is not None:
                 on_result(claim, res)
