@@ -22,8 +22,13 @@ def _runs_dir(runs_dir: str) -> Path:
     return path if path.is_absolute() or path.is_dir() else REPO / path
 
 
-def cka_rerise_from_curves(runs_dir: str = "docs/grokking/runs", threshold: float = 0.95) -> dict[str, float]:
+def cka_rerise_from_curves(runs_dir: str = "docs/grokking/runs", threshold: float = 0.95,
+                           sweep: bool = False) -> dict[str, float]:
     """Detection rate, false alarms, Fisher p and lead times of the CKA re-rise rule, from stored curves.
+
+    With ``sweep`` the runs of the committed sweep's conditions (``gammalens grok sweep`` defaults: 16
+    grokking seeds, 4 + 4 controls) that are missing from ``runs_dir`` are trained first (about 1.5 h of
+    one CPU core; finished runs are kept).
 
     Returns
     -------
@@ -36,6 +41,10 @@ def cka_rerise_from_curves(runs_dir: str = "docs/grokking/runs", threshold: floa
 
     from gammalens.grok.detector import ReRiseDetector
 
+    if sweep:
+        from gammalens.grok.sweep import SweepConfig, run_sweep
+
+        run_sweep(SweepConfig(), _runs_dir(runs_dir), only=MAIN_CONDITIONS)
     grokked = detected = controls = alarms = 0
     leads = []
     files = sorted(p for p in _runs_dir(runs_dir).glob("*.csv") if p.stem.split("_seed")[0] in MAIN_CONDITIONS)
