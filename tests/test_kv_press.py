@@ -134,3 +134,34 @@ def test_miniature_head_to_head(tmp_path):
     n_rows = len(rows)
     mod.main(argv)  # resumable: nothing is redone
     assert len(list(csv.DictReader(out.open()))) == n_rows
+
+
+@pytest.mark.parametrize("name", ["snapkv", "expected_attention", "knorm", "tova", "adakv", "gamma"])
+def test_harness_leaves_the_cache_kvpress_leaves(tiny, name):
+    """One captured prefill + press.compress per layer == kvpress's own hooks during the prefill."""
+    from transformers import DynamicCache
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "kv"))
+    from harness import apply_press, capture_prefill
+
+    presses = {"snapkv": lambda: kvpress.SnapKVPress(compression_ratio=0.5, window_size=16),
+               "expected_attention": lambda: kvpress.ExpectedAttentionPress(compression_ratio=0.5),
+               "knorm": lambda: kvpress.KnormPress(compression_ratio=0.5),
+               "tova": lambda: kvpress.TOVAPress(compression_ratio=0.5),
+               "adakv": lambda: kvpress.AdaKVPress(kvpress.ExpectedAttentionPress(compression_ratio=0.5)),
+               "gamma": lambda: GammaWindowPress(windows=WINDOWS, sinks=SINKS)}
+    model, _ = tiny
+    ids = torch.randint(5, 500, (1, 80), generator=torch.Generator().manual_seed(5))
+    cache = DynamicCache()
+    press = presses[name]()
+    with torch.no_grad(), press(model):
+        model.model(ids, past_key_values=cache)
+    masked = [getattr(layer.self_attn, "masked_key_indices", None) for layer in model.model.layers]
+    ours = apply_press(model, presses[name](), capture_prefill(model, ids))
+    for i, layer in enumerate(model.model.layers):
+        assert torch.equal(cache.layers[i].keys, ours.layers[i].keys)
+        assert torch.equal(cache.layers[i].values, ours.layers[i].values)
+        mine = getattr(layer.self_attn, "masked_key_indices", None)
+        assert (masked[i] is None) == (mine is None)
+        if mine is not None:
+            assert all(torch.equal(a, b) for a, b in zip(masked[i], mine, strict=True))
