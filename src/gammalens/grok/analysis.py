@@ -120,8 +120,9 @@ def condition_rows(results: dict[str, RunResult]) -> list[dict[str, Any]]:
 def markdown(results: dict[str, RunResult], command: str, runs_dir: Path | None = None) -> str:
     """The results block of docs/grokking.md."""
     v = verdict(results)
+    source = "the runs' JSON files" if runs_dir is None else f"`{Path(runs_dir).as_posix()}/*.json`"
     lines = [BEGIN, "", f"Regenerate with `{command}` (finished runs are kept; the table is rebuilt from "
-             "`docs/grokking/runs/*.json`).", "",
+             f"{source}).", "",
              "| | this sweep | published pilot |", "|---|---|---|",
              f"| grokking runs with the re-rise before the jump | {v.detected}/{v.grokked} | {PUBLISHED['detected']} |",
              f"| of which it fired only at/after the jump | {v.fired_after}/{v.grokked} | – |",
