@@ -248,6 +248,12 @@ def _convert(path: Path, dest: Path) -> None:
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = bars
+    if getattr(model, "hf_quantizer", None) is not None:
+        # transformers ≥ 5.3 keeps a GGUF load marked as quantized and refuses to save it; its weights are
+        # already dequantised fp32, so it is saved as the plain model it is
+        model.hf_quantizer = None
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
     dest.mkdir()
     with quiet_transformers():
         model.save_pretrained(dest)
