@@ -16,7 +16,6 @@ files, holds a truncated or altered file, or lacks the marker is detected, remov
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gammalens.errors import ModelError
+from gammalens.hashing import file_sha256, sha256_now
 
 GGUF_MAGIC = b"GGUF"
 MARKER = "gammalens-cache.json"
@@ -128,14 +128,6 @@ def read_gguf_info(path: Path) -> GGUFInfo:
                     name=None if name is None else str(name), file_type=ftype_name, tensor_types=dict(types))
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so a multi-GB file is hashed once per process."""
-    from gammalens.models import _sha256
-
-    st = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
 def converted_dir(path: Path, info: GGUFInfo, *, quiet: bool = False) -> Path:
     """The cached, converted Hugging Face directory of a GGUF file; built (atomically) if absent or broken.
 
@@ -204,7 +196,7 @@ def check_entry(entry: Path) -> str | None:
             return f"{name} is missing"
         if f.stat().st_size != want["size"]:
             return f"{name} has {f.stat().st_size:,} bytes, not {want['size']:,}"
-        if _sha256_now(f) != want["sha256"]:
+        if sha256_now(f) != want["sha256"]:
             return f"{name} does not match its recorded sha256"
     return None
 
@@ -219,7 +211,7 @@ def _check_loadable(path: Path) -> None:
         raise ModelError(f"loading GGUF models needs the gguf and accelerate packages: {INSTALL_HINT}") from None
     from transformers import AutoConfig
 
-    from gammalens.models import quiet_transformers
+    from gammalens.architecture import quiet_transformers
 
     try:
         with quiet_transformers():
@@ -232,7 +224,7 @@ def _convert(path: Path, dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gammalens.models import quiet_transformers
+    from gammalens.architecture import quiet_transformers
 
     kw = {"gguf_file": path.name}
     bars = os.environ.get("TQDM_DISABLE")
@@ -261,7 +253,7 @@ def _convert(path: Path, dest: Path) -> None:
 
 
 def _write_marker(partial: Path, info: GGUFInfo) -> None:
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256_now(f)}
+    files = {f.name: {"size": f.stat().st_size, "sha256": sha256_now(f)}
              for f in sorted(partial.iterdir()) if f.is_file()}
     body = {"format": CACHE_FORMAT, "source": info.to_dict(), "files": files}
     (partial / MARKER).write_text(json.dumps(body, indent=2), encoding="utf-8")
@@ -286,14 +278,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _sha256_now(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _field(fields: dict, key: str) -> object:

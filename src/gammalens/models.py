@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gammalens.errors import ModelError
+from gammalens.hashing import file_sha256
 
 DEFAULT_MODEL = "gammalens-tiny"  # the zoo's small RoPE Llama (docs/zoo.md); MiniLM stays as "minilm"
 
@@ -181,18 +180,8 @@ def weight_hashes(path: Path) -> dict[str, str]:
     out = {}
     for f in sorted(path.iterdir()):
         if f.suffix in {".safetensors", ".bin", ".pt"} and f.is_file():
-            st = f.stat()
-            out[f.name] = _sha256(str(f.resolve()), st.st_size, st.st_mtime_ns)
+            out[f.name] = file_sha256(f)
     return out
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_softmax_attention(config: Any) -> None:
