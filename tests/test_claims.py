@@ -32,11 +32,10 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 def test_ledger_has_at_least_12_claims_with_figures_verdicts_and_receipts():
     assert len(LEDGER.claims) >= 12
     tested = [c for c in LEDGER.claims if c.verdict not in ("not tested yet", "not testable here")]
-    assert len(tested) >= 12
-    assert all(c.receipts for c in tested)
+    assert len([c for c in tested if c.receipts]) >= 12
+    assert all(c.receipts or "gammalens" in c.command or "benchmarks/" in c.command for c in tested)
     for c in LEDGER.claims:
         assert c.book_figure and c.ours and c.why
-    assert LEDGER.get("kv.d-f-budget").verdict == "not tested yet"  # later work (issue 12): filled in when it lands
 
 
 def test_every_receipt_resolves_including_slow_ones():
@@ -199,7 +198,7 @@ def test_verify_passes_on_a_correct_ledger_and_runs_slow_receipts_only_when_aske
     assert rc == 0 and "1 passed, 0 failed, 1 skipped" in out
     rc, out, _ = run_cli(["claims", "verify", "--slow", "--ledger", str(path)], capsys)
     assert rc == 0 and "2 passed, 0 failed, 0 skipped" in out
-    rc, out, _ = run_cli(["claims", "verify", "kv.d-f-budget"], capsys)  # nothing to run: says why, passes
+    rc, out, _ = run_cli(["claims", "verify", "fractional.levy-reading"], capsys)  # nothing to run: says why
     assert rc == 0 and "no receipt" in out and "0 passed, 0 failed" in out
 
 
@@ -218,6 +217,7 @@ def test_unknown_ids_exit_2_with_one_line(args, capsys):
     (BROKEN.replace('call = "gammalens.claims.receipts.estimator:fixed_key_uniform"', 'call = "nope"'), "'call'"),
     (BROKEN.replace('{ value = 0.5, tol = 0.01 }', '{ value = 0.5 }'), "tolerance"),
     (BROKEN + BROKEN[BROKEN.index("[[claim]]"):BROKEN.index("[[claim]]", 10)], "appears twice"),
+    (BROKEN[:BROKEN.index("[[claim.receipt]]")], "needs a receipt, or a command"),
 ])
 def test_malformed_ledgers_exit_2(tmp_path, text, message, capsys):
     path = tmp_path / "bad.toml"

@@ -72,7 +72,11 @@ def print_without_receipt(claim: Claim, console: Any = None) -> None:
     from rich.markup import escape
 
     console = console or make_console()
-    console.print(f"[dim]{verdict_mark(claim.verdict)}[/]  [bold]{claim.id}[/]  no receipt: {escape(claim.why)}")
+    if claim.verdict in ("not tested yet", "not testable here"):
+        console.print(f"[dim]{verdict_mark(claim.verdict)}[/]  [bold]{claim.id}[/]  no receipt: {escape(claim.why)}")
+    else:
+        console.print(f"[dim]{verdict_mark(claim.verdict)}[/]  [bold]{claim.id}[/]  receipt is a command, not run "
+                      f"here: {escape(claim.command)}")
 
 
 def print_totals(results: list[ReceiptResult], console: Any = None) -> None:
