@@ -39,10 +39,10 @@ measure: $(STAMP)
 	$(BIN)/gammalens measure
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
 
 test: $(STAMP) $(TF52_STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
 	$(BIN)/pytest -q
 	$(MAKE) test-tf52
 
