@@ -36,7 +36,7 @@ Theta = float | tuple[float | None, float | None] | None
 
 _RUNS_SQL = f"""
 SELECT 'measured' AS kind, r.run_id, r.model_id, m.family, m.model_type, r.corpus, r.rope_theta AS theta,
-       r.context, r.gamma, r.gamma_ci_low, r.gamma_ci_high, r.r2, r.phase, r.sink_mass,
+       r.context, r.gamma, r.gamma_ci_low, r.gamma_ci_high, r.r2, r.phase, r.sink_mass, r.sink_tokens,
        count(*) FILTER (WHERE f.phase = 'A') AS heads_A,
        count(*) FILTER (WHERE f.phase = 'B') AS heads_B,
        count(*) FILTER (WHERE f.phase = 'boundary') AS heads_boundary,
@@ -49,7 +49,7 @@ GROUP BY ALL
 """
 _REFS_SQL = """
 SELECT 'reference' AS kind, ref_id AS run_id, model_id, family, NULL AS model_type, corpus, rope_theta AS theta,
-       NULL AS context, gamma, gamma_ci_low, gamma_ci_high, r2, NULL AS phase, NULL AS sink_mass,
+       NULL AS context, gamma, gamma_ci_low, gamma_ci_high, r2, NULL AS phase, NULL AS sink_mass, NULL AS sink_tokens,
        NULL AS heads_A, NULL AS heads_B, NULL AS heads_boundary, NULL AS heads_low_r2,
        NULL AS heads_not_power_law, NULL AS created, dataset || ':' || source AS source
 FROM reference_fits
@@ -99,7 +99,8 @@ def list_entries(atlas: Path | str | None = None, *, family: str | None = None, 
     DataFrame
         One row per entry: ``kind`` (measured / reference), ``run_id`` (the reference row's id for references),
         ``model_id``, ``family``, ``corpus``, ``theta``, ``context`` (tokens), ``gamma`` with its CI, ``r2``,
-        ``phase``, ``sink_mass`` (probability), head counts per phase and per quality flag, ``created``.
+        ``phase``, ``sink_mass`` (probability), ``sink_tokens`` (the sink keys K kept out of the fit), head counts
+        per phase and per quality flag, ``created``.
     """
     with connect(atlas, read_only=True) as con:
         measured = con.execute(_RUNS_SQL + " ORDER BY r.model_id, r.created").df()

@@ -141,13 +141,10 @@ def across_models(atlas: Path | str | None = None, *, sink_tokens: int | None = 
         The correlation, and the points: ``model_id``, ``run_id``, ``corpus``, ``gamma``, ``sink_mass``.
     """
     from gammalens.atlas.compare import list_entries
-    from gammalens.atlas.store import connect
 
     runs = list_entries(atlas, corpus=corpus, reference=False)
     if sink_tokens is not None and len(runs):
-        with connect(atlas, read_only=True) as con:
-            ks = dict(con.execute("SELECT run_id, sink_tokens FROM runs").fetchall())
-        runs = runs[[ks.get(r) == sink_tokens for r in runs["run_id"]]]
+        runs = runs[runs["sink_tokens"] == sink_tokens]
     runs = runs[runs["sink_mass"].notna() & runs["gamma"].notna()]
     points = runs.sort_values("created").groupby("model_id").tail(1)
     points = points[["model_id", "run_id", "corpus", "gamma", "sink_mass"]].reset_index(drop=True)
