@@ -60,8 +60,6 @@ class MeasureConfig:
         Allow a context beyond the model's maximum positions.
     eps : float
         ε of the KV window D_f: the fraction of non-sink mass allowed outside it, in (0, 1).
-    gguf_file : str or None
-        With ``model`` a directory: the GGUF file inside it to load (dequantised, converted once and cached).
     estimator : str
         ``'null'``: gammalens's null-corrected estimator only; ``'taf'``: also the book's estimator
         (:mod:`gammalens.taf`), recorded under the manifest's ``taf`` key — ours always runs.
@@ -72,6 +70,8 @@ class MeasureConfig:
         fit the model's positions.
     taf_fit_min_distance : int or None
         With ``estimator='taf'``: the smallest d in its fit (the book's atlas rows: 30); None: all.
+    gguf_file : str or None
+        With ``model`` a directory: the GGUF file inside it to load (dequantised, converted once and cached).
     """
 
     model: str | None = None
@@ -89,11 +89,11 @@ class MeasureConfig:
     seed: int = 0
     allow_extrapolation: bool = False
     eps: float = 0.05
-    gguf_file: str | None = None  # a GGUF file inside the directory `model`
     estimator: str = "null"  # 'taf': also the book's estimator, next to ours
     taf_windows: int = 30
     taf_max_distance: int | None = None
     taf_fit_min_distance: int | None = None
+    gguf_file: str | None = None  # a GGUF file inside the directory `model`
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -118,6 +118,13 @@ class MeasureConfig:
              f"--taf-fit-min-distance must be at least 1 (got {self.taf_fit_min_distance})")
         if self.fit_range is not None:
             self.parse_fit_range(self.context or 10**9)
+
+    def resolve_context(self, max_positions: int | None) -> int:
+        """The context to measure at: ``context`` if set, else 512 or the model's maximum positions if smaller.
+
+        The one place the default is decided (``measure``, ``sinks`` and the sweep planner all call it).
+        """
+        return self.context or min(DEFAULT_CONTEXT, max_positions or DEFAULT_CONTEXT)
 
     def parse_fit_range(self, context: int) -> tuple[int, int]:
         """The fit range ``(A, B)`` for ``context``; raises :class:`FitError` if it is outside [1, context)."""
@@ -261,7 +268,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     arch = arch_facts(net)
     if arch["n_layers"] < 1:
         raise GammalensError(f"{src.id} has no layers (num_hidden_layers = {arch['n_layers']}): nothing to measure")
-    context = config.context or min(DEFAULT_CONTEXT, arch["max_positions"] or DEFAULT_CONTEXT)
+    context = config.resolve_context(arch["max_positions"])
     if arch["max_positions"] and context > arch["max_positions"] and not config.allow_extrapolation:
         raise GammalensError(
             f"--context {context} exceeds the model's maximum positions ({arch['max_positions']}); "

@@ -114,7 +114,7 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
     >>> r.baseline.sink_kind[1], r.massive.first_layer                              # doctest: +SKIP
     """
     from gammalens.corpus import load_windows, special_tokens
-    from gammalens.measurement import DEFAULT_CONTEXT, MeasureConfig, measure
+    from gammalens.measurement import MeasureConfig, measure
     from gammalens.models import arch_facts, load_model, resolve_model
     from gammalens.publish import write_run
     from gammalens.rundir import RunWriter
@@ -152,7 +152,7 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
     elif tokenizer is None:
         raise GammalensError("a loaded model needs its tokenizer: measure_sinks(model, tokenizer=...)")
     arch = arch_facts(net)
-    context = config.context or min(DEFAULT_CONTEXT, arch["max_positions"] or DEFAULT_CONTEXT)
+    context = config.resolve_context(arch["max_positions"])
     _check_ks(ks, context, "the context")
     d_min, d_max = config.parse_fit_range(context)
     base_cfg = dataclasses.replace(config, context=context, fit_range=f"{d_min}:{d_max}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import GammalensError
-from gammalens.measurement import DEFAULT_CONTEXT, MeasureConfig
+from gammalens.measurement import MeasureConfig
 
 # settings that `measure` fills in from the model argument alone when they are None
 FILLED_BY_MEASURE = ("gguf_file",)
@@ -82,7 +82,7 @@ def default_context(model: str) -> int:
                              "give `contexts` explicitly in the spec") from None
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     max_positions = int(getattr(text, "max_position_embeddings", 0) or 0) or None
-    return min(DEFAULT_CONTEXT, max_positions or DEFAULT_CONTEXT)
+    return MeasureConfig(context=None).resolve_context(max_positions)
 
 
 def plan_cell(index: int, config: MeasureConfig) -> PlannedCell:
