@@ -16,7 +16,6 @@ from gammalens.fit.compare import compare_laws
 from gammalens.fit.mle import fit_power_law_mle
 from gammalens.fit.power_law import fit_power_law
 from gammalens.probe.profile import DistanceProfile
-from gammalens.theory.phases import phase
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,6 @@ def _row(name: str, scope: str, layer: int | None, head: int | None, d: np.ndarr
         "gamma": gamma, "gamma_ci_low": lo, "gamma_ci_high": hi, "r2": float(pl.r2),
         "gamma_mle": fit_power_law_mle(d, prof), "method": "wls-loglog",
         "fit_d_min": int(d[0]), "fit_d_max": int(d[-1]),
-        "phase": phase(gamma, lo if boot is not None else None, hi if boot is not None else None),
         "sink_mass": sink, "preferred_model": cmp.preferred,
         "delta_aic_exponential": cmp.delta_aic_exponential, "delta_aic_cutoff": cmp.delta_aic_cutoff,
         "r2_exponential": cmp.r2_exponential, "cutoff_lambda": cmp.cutoff_lambda, "n_docs": n_docs,
