@@ -169,13 +169,18 @@ def test_resume_after_the_driver_is_killed(tmp_path) -> None:
 def test_ctrl_c_waits_for_the_atlas_transaction_then_interrupts() -> None:
     from gammalens.sweep.driver import _sigint_deferred
 
-    finished = []
-    with pytest.raises(KeyboardInterrupt), _sigint_deferred():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        finished.append(True)  # the block ran to its end despite the Ctrl-C
-    assert finished == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a test runner started in the background (nohup, `cmd &`, some CI runners) inherits SIGINT ignored
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt), _sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            finished.append(True)  # the block ran to its end despite the Ctrl-C
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 # --- the Ray executor (one 2-CPU instance for the module) ---------------------------------------------------
