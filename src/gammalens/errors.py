@@ -28,3 +28,10 @@ class NonFiniteAttentionError(GammalensError):
 
 class TheoryError(GammalensError):
     """A theory quantity was asked for outside its domain (ε ∉ (0,1), T < 1, γ_Padé of a non-RoPE model, ...)."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none), cut to ``limit``
+    characters: how a third-party failure is quoted inside a one-line gammalens error."""
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gammalens.errors import ModelError
+from gammalens.errors import ModelError, first_line
 from gammalens.hashing import file_sha256, sha256_now
 
 GGUF_MAGIC = b"GGUF"
@@ -116,7 +116,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     except ModelError:
         raise
     except Exception as err:
-        raise ModelError(f"{path} is not a readable GGUF file (truncated or corrupt?): {_first_line(err)}") from None
+        raise ModelError(f"{path} is not a readable GGUF file (truncated or corrupt?): {first_line(err)}") from None
     size = path.stat().st_size
     if end > size or arch is None:
         raise ModelError(f"{path} is truncated or corrupt: its tensors need {end:,} bytes, the file has {size:,}")
@@ -217,7 +217,7 @@ def _check_loadable(path: Path) -> None:
         with quiet_transformers():
             AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     except Exception as err:
-        raise ModelError(f"transformers cannot load {path.name} from GGUF: {_first_line(err)}") from None
+        raise ModelError(f"transformers cannot load {path.name} from GGUF: {first_line(err)}") from None
 
 
 def _convert(path: Path, dest: Path) -> None:
@@ -234,7 +234,7 @@ def _convert(path: Path, dest: Path) -> None:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
             model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
     except Exception as err:
-        raise ModelError(f"transformers cannot load {path.name} from GGUF: {_first_line(err)}") from None
+        raise ModelError(f"transformers cannot load {path.name} from GGUF: {first_line(err)}") from None
     finally:
         if bars is None:
             os.environ.pop("TQDM_DISABLE", None)
@@ -286,8 +286,3 @@ def _field(fields: dict, key: str) -> object:
         return None
     value = f.contents()
     return value
-
-
-def _first_line(err: BaseException, limit: int = 200) -> str:
-    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else type(err).__name__)[:limit]

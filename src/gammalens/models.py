@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gammalens.errors import ModelError
+from gammalens.errors import ModelError, first_line
 from gammalens.hashing import file_sha256
 
 DEFAULT_MODEL = "gammalens-tiny"  # the zoo's small RoPE Llama (docs/zoo.md); MiniLM stays as "minilm"
@@ -136,7 +136,7 @@ def resolve_model(spec: str | None, gguf_file: str | None = None) -> ModelSource
     except Exception as err:  # offline, unknown repo, gated, …: all the same to the user
         raise ModelError(
             f"model {spec!r} is not a local directory or short name ({', '.join(sorted(embedded))}) and could not "
-            f"be fetched from the Hugging Face Hub: {_first_line(err, 160)}"
+            f"be fetched from the Hugging Face Hub: {first_line(err, 160)}"
         ) from None
     return ModelSource(spec, "hub", Path(local))
 
@@ -166,9 +166,6 @@ def _gguf_source(spec: str, path: Path, gguf_file: str | None) -> ModelSource:
     return ModelSource(spec, "gguf", path.parent.resolve(), gguf_file=path.name)
 
 
-def _first_line(err: BaseException, limit: int = 200) -> str:
-    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else type(err).__name__)[:limit]
 
 
 def weight_hashes(path: Path) -> dict[str, str]:
@@ -216,7 +213,7 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
     try:
         config = AutoConfig.from_pretrained(path)
     except Exception as err:
-        raise ModelError(f"cannot read the config of {src.id}: {_first_line(err)}") from None
+        raise ModelError(f"cannot read the config of {src.id}: {first_line(err)}") from None
     check_softmax_attention(config)
     if src.gguf_path is None and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
         raise ModelError(f"{src.id} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])} …); copy the "
@@ -239,7 +236,7 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
                 model = cls.from_pretrained(path, **(kw | {"attn_implementation": "eager"}))
             tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:
-        raise ModelError(f"cannot load {src.id} with transformers: {_first_line(err)}") from None
+        raise ModelError(f"cannot load {src.id} with transformers: {first_line(err)}") from None
     if device != "auto":
         model.to(resolve_device(device))
     return model.eval(), tokenizer
