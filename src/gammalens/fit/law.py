@@ -15,6 +15,7 @@ and add an instance to :data:`LAWS`. ``compare_laws`` then fits and ranks it; it
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,14 +49,14 @@ class LawFit:
         return float(n_eff * np.log(max(self.wrss, 1e-300) / sw) + 2 * len(self.coef))
 
 
-class Law:
+class Law(ABC):
     """A decay law linear in log space. Subclasses set ``name`` and implement :meth:`design`."""
 
     name = ""
 
+    @abstractmethod
     def design(self, d: np.ndarray) -> np.ndarray:
         """Design matrix (D, k) at distances ``d`` (D,) ≥ 1, intercept column first."""
-        raise NotImplementedError
 
     def fit(self, d: np.ndarray, y: np.ndarray, w: np.ndarray) -> LawFit:
         """Weighted least squares of ``y`` = ln A (D,, finite) on :meth:`design` with weights ``w`` (D,)."""
@@ -74,8 +75,9 @@ class Law:
 class _Line(Law):
     """A two-parameter law ln A = c − b·x(d), fitted in closed form (:func:`weighted_line`)."""
 
+    @abstractmethod
     def x(self, d: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The law's regressor x(d) (D,): ln d for the power law, d for the exponential."""
 
     def design(self, d: np.ndarray) -> np.ndarray:
         return np.stack([np.ones_like(d), -self.x(d)], axis=1)  # (D, 2)
