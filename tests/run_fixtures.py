@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from gammalens.atlas.taf import TAF_FILE
-from gammalens.run_format import FIT_COLUMNS, FORMAT
+from gammalens.runs.schema import FIT_COLUMNS, FORMAT
 from gammalens.theory.phases import phase
 
 # the book's published γ atlas: the copy shipped inside the package as reference data

@@ -13,10 +13,10 @@ import pytest
 
 from gammalens.atlas import AtlasBusyError, AtlasError, connect, default_atlas_path, record_run
 from gammalens.atlas.record import _PAUSE_ENV
-from gammalens.atlas.run import RunFormatError
 from gammalens.atlas.schema import SCHEMA_VERSION, create_schema_v0
 from gammalens.atlas.store import BUSY_TIMEOUT_ENV, scalar
 from gammalens.cli import main
+from gammalens.runs.reader import RunFormatError
 from tests.run_fixtures import isolated_atlas, write_run  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")

@@ -32,7 +32,7 @@ TINY_DIR = Path(__file__).resolve().parents[1] / "src" / "gammalens" / "zoo" / "
 WRITER = r"""
 import os, signal, sys, time
 from pathlib import Path
-import gammalens.rundir as rd
+import gammalens.runs.writer as rd
 parent, point, sig, start_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 
 def hook(name):
@@ -105,7 +105,7 @@ def test_sigkill_leaves_only_a_hidden_partial_that_the_next_run_removes(tmp_path
 
 
 def test_stale_partials_of_live_processes_are_kept(tmp_path: Path) -> None:
-    from gammalens.rundir import remove_stale_partials
+    from gammalens.runs.writer import remove_stale_partials
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -203,7 +203,7 @@ def full_disk(tmp_path: Path):
 def test_real_full_disk_run_report_export_and_atlas(full_disk: Path, tmp_path: Path, capsys) -> None:
     from gammalens.atlas import import_taf
     from gammalens.errors import GammalensError
-    from gammalens.rundir import RunWriter
+    from gammalens.runs.writer import RunWriter
 
     class Big:
         def save(self, path: Path) -> None:
@@ -230,7 +230,7 @@ def enospc(*args, **kwargs):
 
 
 def test_simulated_full_disk_while_writing_a_run(tmp_path: Path, monkeypatch) -> None:
-    import gammalens.rundir as rd
+    import gammalens.runs.writer as rd
     from gammalens.errors import GammalensError
 
     class Profile:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gammalens.rundir import read_fits_csv
+from gammalens.runs.reader import read_fits_csv
 from tests.test_cli import run_cli
 
 

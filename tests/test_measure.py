@@ -13,7 +13,8 @@ import gammalens
 from gammalens.cli import main
 from gammalens.probe.backend import registered_probes
 from gammalens.probe.profile import DistanceProfile
-from gammalens.rundir import FIT_COLUMNS, read_fits_csv
+from gammalens.runs.reader import read_fits_csv
+from gammalens.runs.writer import FIT_COLUMNS
 
 
 def test_minilm_run_directory_is_complete(minilm_run) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from gammalens.atlas import AtlasError, import_taf, record_run
-from gammalens.atlas.run import RunFormatError
 from gammalens.cli import main
 from gammalens.report import write_report
 from gammalens.report.decay import null_levels
+from gammalens.runs.reader import RunFormatError
 from tests.run_fixtures import isolated_atlas, taf_csv, write_run  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")

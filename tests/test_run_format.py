@@ -1,5 +1,5 @@
-"""One run format: what the writer (gammalens.rundir) writes, the reader (gammalens.atlas.run) reads back,
-value for value, and both take their columns from gammalens.run_format — as do the docs and the fixtures."""
+"""One run format: what the writer (gammalens.runs.writer) writes, the reader (gammalens.runs.reader) reads back,
+value for value, and both take their columns from gammalens.runs.schema — as do the docs and the fixtures."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gammalens import run_format
-from gammalens.atlas.run import read_run
-from gammalens.rundir import read_fits_csv
+from gammalens.runs import schema as run_format
+from gammalens.runs.reader import read_fits_csv, read_run
 from tests.run_fixtures import FITS_HEADER, write_run
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "run_format.md"

@@ -13,7 +13,7 @@ import pytest
 import gammalens
 from gammalens.atlas import connect
 from gammalens.probe.backend import registered_probes
-from gammalens.rundir import read_fits_csv
+from gammalens.runs.reader import read_fits_csv
 from gammalens.sinks import across_models, correlate, measure_sinks, read_sinks
 from tests.conftest import save_tiny
 from tests.test_cli import assert_clean_failure, run_cli

@@ -46,7 +46,7 @@ def run_dirs(out: Path) -> list[Path]:
 
 
 def model_gammas(run_dir: Path) -> dict[str, float | None]:
-    from gammalens.rundir import read_fits_csv
+    from gammalens.runs.reader import read_fits_csv
 
     return {r["name"]: r["gamma"] for r in read_fits_csv(run_dir / "fits.csv")}
 

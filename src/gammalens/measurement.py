@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import FitError, GammalensError
-from gammalens.run_format import FORMAT
+from gammalens.runs.schema import FORMAT
 
 DEFAULT_CONTEXT = 512
 
@@ -249,7 +249,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
     from gammalens.probe.backend import DistanceProbe, probing
     from gammalens.probe.profile import DistanceProfile
-    from gammalens.rundir import RunWriter
+    from gammalens.runs.writer import RunWriter
     from gammalens.version import __version__
 
     if config is None:

@@ -69,7 +69,7 @@ def summary_dict(result: Any) -> dict:
 
     >>> json.dumps(summary_dict(result))          # doctest: +SKIP
     """
-    from gammalens.rundir import _jsonable
+    from gammalens.runs.writer import _jsonable
 
     man = result.manifest
     keep = ("name", "layer", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass", "preferred_model")

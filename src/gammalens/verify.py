@@ -52,8 +52,8 @@ def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
     are checked too: a mismatch is a note that fails the verdict. Weight and corpus hashes are compared
     as well, since the re-run otherwise measures something else.
     """
-    from gammalens.atlas.run import read_run
     from gammalens.measurement import MeasureConfig, measure
+    from gammalens.runs.reader import read_run
 
     if not (tolerance > 0 and math.isfinite(tolerance)):
         raise GammalensError(f"--tolerance must be a positive finite number (got {tolerance})")

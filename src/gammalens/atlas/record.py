@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from gammalens.atlas.family import family_of
-from gammalens.atlas.run import FIT_COLUMNS, RunFiles, read_run
 from gammalens.atlas.store import connect, insert_rows, scalar, transaction
+from gammalens.runs.reader import FIT_COLUMNS, RunFiles, read_run
 
 DENSE_UP_TO = 64          # tokens: every distance up to here is kept
 PER_DECADE = 48           # log-spaced samples per decade beyond DENSE_UP_TO

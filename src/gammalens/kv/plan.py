@@ -210,7 +210,7 @@ def _check_arch(manifest: dict) -> dict:
 
 def load_run(run_dir: Path | str) -> tuple[dict, HeadTails, dict]:
     """(model facts, tails, manifest) of a run directory, checked for a causal RoPE decoder."""
-    from gammalens.rundir import read_fits_csv, read_manifest
+    from gammalens.runs.reader import read_fits_csv, read_manifest
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)

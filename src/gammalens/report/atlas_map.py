@@ -10,9 +10,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from gammalens.atlas.run import RunFiles
 from gammalens.report.colors import PHASE_A, PHASE_B, RUN_COLORS
 from gammalens.report.svg import Plot, Scale, fmt, legend, nice_range, swatch
+from gammalens.runs.reader import RunFiles
 
 REF_STYLE = {"mongo": ("#8c8c8c", "circle"), "random": ("#a58bb8", "triangle")}
 OTHER_REF = ("#b0a080", "square")

@@ -7,9 +7,9 @@ from typing import Any
 
 from gammalens.atlas.compare import predicted_quantity
 from gammalens.atlas.quality import fit_flags
-from gammalens.atlas.run import RunFiles
 from gammalens.report.colors import PHASE_A, PHASE_B, RUN_COLORS
 from gammalens.report.svg import Plot, Scale, esc, fmt, legend, nice_range, swatch
+from gammalens.runs.reader import RunFiles
 
 
 def _ci(row: dict[str, Any]) -> str:

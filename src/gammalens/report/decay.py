@@ -14,9 +14,9 @@ import math
 import numpy as np
 
 from gammalens.atlas.quality import fit_flags
-from gammalens.atlas.run import RunFiles
 from gammalens.report.colors import MUTED, RUN_COLORS, gamma_line_color, gamma_span
 from gammalens.report.svg import Plot, Scale, fmt, legend, nice_log_range, swatch
+from gammalens.runs.reader import RunFiles
 
 FIT_COLOR, NULL_COLOR, MEAN_COLOR = "#e69f00", "#555555", "#111111"
 

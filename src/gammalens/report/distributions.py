@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from gammalens.atlas.quality import R2_LOW, R2_RELIABLE
-from gammalens.atlas.run import RunFiles
 from gammalens.report.colors import PHASE_A, PHASE_B, RUN_COLORS, gamma_color, gamma_span
 from gammalens.report.svg import Plot, Scale, fmt, legend, nice_range, swatch
+from gammalens.runs.reader import RunFiles
 
 
 def _bins(gammas: list[float]) -> np.ndarray:

@@ -6,9 +6,9 @@ import math
 from collections.abc import Callable
 
 from gammalens.atlas.quality import R2_LOW, fit_flags
-from gammalens.atlas.run import RunFiles
 from gammalens.report.colors import gamma_color, gamma_colorbar, gamma_span, sink_color, sink_colorbar, text_color
 from gammalens.report.svg import FONT, esc, fmt, legend, marker, text
+from gammalens.runs.reader import RunFiles
 
 
 def _grid(uid: str, n_layers: int, n_heads: int, cell: Callable[[int, int], tuple[str, str, str, list[str]]],

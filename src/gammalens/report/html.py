@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gammalens.atlas.run import RunFiles, read_run
 from gammalens.atlas.store import AtlasError
 from gammalens.errors import GammalensError
 from gammalens.report.atlas_map import atlas_map, atlas_points
@@ -23,6 +22,7 @@ from gammalens.report.distributions import gamma_histogram, quality_scatter
 from gammalens.report.heatmaps import gamma_heatmap, sink_heatmap
 from gammalens.report.sinks_panel import sinks_panel
 from gammalens.report.svg import esc, fmt
+from gammalens.runs.reader import RunFiles, read_run
 
 CSS = """
 :root { --ink:#1b1b1b; --muted:#5f6368; --line:#e3e3e3; --bg:#fafaf8; }

@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 
-from gammalens.atlas.run import RunFiles
 from gammalens.report.colors import RUN_COLORS
 from gammalens.report.comparison import table
 from gammalens.report.svg import Plot, Scale, esc, fmt, legend, nice_log_range, nice_range, swatch
+from gammalens.runs.reader import RunFiles
 from gammalens.sinks.result import SinkResult, read_sinks
 
 BASE, BOS, ABLATED = RUN_COLORS[0], RUN_COLORS[2], RUN_COLORS[1]

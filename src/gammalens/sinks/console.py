@@ -148,7 +148,7 @@ def _head_table(result: SinkResult, heads: int, console: Any) -> None:
 def sinks_summary(result: SinkResult) -> dict:
     """The summary for scripts (``gammalens sinks --json``): run directory, model, the model-level sink columns
     and one row per layer. Non-finite numbers become ``null``."""
-    from gammalens.rundir import _jsonable
+    from gammalens.runs.writer import _jsonable
 
     return _jsonable({"run_dir": str(result.run_dir) if result.run_dir is not None else None, "model": result.model,
                       "settings": result.settings, "model_columns": result.model_columns(),

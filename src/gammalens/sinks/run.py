@@ -117,7 +117,7 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
     from gammalens.measurement import MeasureConfig, measure
     from gammalens.models import arch_facts, load_model, resolve_model
     from gammalens.publish import write_run
-    from gammalens.rundir import RunWriter
+    from gammalens.runs.writer import RunWriter
     from gammalens.sinks.ablation import AblationLog, ablating
     from gammalens.sinks.correlation import across_heads
     from gammalens.sinks.massive import MassiveDetector

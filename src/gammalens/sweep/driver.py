@@ -219,7 +219,7 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
     cells = [plan_cell(i + 1, config) for i, config in enumerate(spec.cells)]
     driver = _Driver(spec, cells, dry_run)
     if not dry_run:
-        from gammalens.rundir import RunWriter
+        from gammalens.runs.writer import RunWriter
 
         RunWriter(opts.out)  # creates the folder and checks it is writable before any work
     in_folder = runs_in_folder(opts.out)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from gammalens.errors import GammalensError
-from gammalens.run_format import FIT_COLUMNS, FORMAT, PROFILE_ARRAYS, REQUIRED_FIT_COLUMNS, SCOPES
+from gammalens.runs.schema import FIT_COLUMNS, FORMAT, INT_COLUMNS, PROFILE_ARRAYS, REQUIRED_FIT_COLUMNS, SCOPES
 
-# the format's version, column table and arrays are defined once, in gammalens.run_format
+# the format's version, column table and arrays are defined once, in gammalens.runs.schema
 RUN_FORMAT = FORMAT
 
 
@@ -256,3 +256,36 @@ def _check_shapes(run: RunFiles) -> None:
                              f"pairs {pairs.shape}")
     if run.profile("queries_cs").shape != (n_layers,) or run.profile("sink_mass").shape != (n_layers, n_heads):
         raise RunFormatError(f"{file}: queries_cs must be (L,) and sink_mass (L, H) with L={n_layers}, H={n_heads}")
+
+
+# the lenient row reader: numbers parsed, no checks (tools reading their own fresh runs)
+def read_fits_csv(path: Path) -> list[dict]:
+    """Read ``fits.csv`` back into dicts with numbers parsed (empty cells → None)."""
+    out = []
+    with Path(path).open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for k, v in r.items():
+                if v == "":
+                    row[k] = None
+                    continue
+                try:
+                    row[k] = int(v) if k in INT_COLUMNS else float(v)
+                except ValueError:
+                    row[k] = v
+            out.append(row)
+    return out
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """Read ``manifest.json`` of a run directory; :class:`GammalensError` if it is not one."""
+    run_dir = Path(run_dir)
+    m = run_dir / "manifest.json"
+    if not run_dir.is_dir():
+        raise GammalensError(f"{run_dir} does not exist or is not a directory; pass a run directory from `gammalens measure`")
+    if not m.is_file() or not (run_dir / "fits.csv").is_file():
+        raise GammalensError(f"{run_dir} is not a gammalens run directory (no manifest.json / fits.csv)")
+    try:
+        return json.loads(m.read_text())
+    except json.JSONDecodeError as err:
+        raise GammalensError(f"{m} is not valid JSON ({err.msg} at line {err.lineno})") from None

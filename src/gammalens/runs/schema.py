@@ -1,6 +1,6 @@
 """The run directory's format (docs/run_format.md), defined once.
 
-The writer (:mod:`gammalens.rundir`), the reader (:mod:`gammalens.atlas.run`), ``verify``, the report,
+The writer (:mod:`gammalens.runs.writer`), the reader (:mod:`gammalens.runs.reader`), ``verify``, the report,
 the atlas and the test fixtures all take the format's version, file names, the typed ``fits.csv`` column
 table and the ``profile.npz`` arrays from here; ``tests/test_run_format.py`` writes a run with the writer
 and reads it back with the reader.

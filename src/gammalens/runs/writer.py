@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gammalens import run_format
+from gammalens.runs import schema as run_format
 from gammalens.errors import GammalensError
 
 FIT_COLUMNS = list(run_format.FIT_COLUMNS)  # the writer's column order: the format's table
@@ -210,35 +210,3 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, float):
         return "" if not math.isfinite(v) else repr(float(v))
     return v
-
-
-def read_fits_csv(path: Path) -> list[dict]:
-    """Read ``fits.csv`` back into dicts with numbers parsed (empty cells → None)."""
-    out = []
-    with Path(path).open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            row: dict[str, Any] = {}
-            for k, v in r.items():
-                if v == "":
-                    row[k] = None
-                    continue
-                try:
-                    row[k] = int(v) if k in run_format.INT_COLUMNS else float(v)
-                except ValueError:
-                    row[k] = v
-            out.append(row)
-    return out
-
-
-def read_manifest(run_dir: Path) -> dict:
-    """Read ``manifest.json`` of a run directory; :class:`GammalensError` if it is not one."""
-    run_dir = Path(run_dir)
-    m = run_dir / "manifest.json"
-    if not run_dir.is_dir():
-        raise GammalensError(f"{run_dir} does not exist or is not a directory; pass a run directory from `gammalens measure`")
-    if not m.is_file() or not (run_dir / "fits.csv").is_file():
-        raise GammalensError(f"{run_dir} is not a gammalens run directory (no manifest.json / fits.csv)")
-    try:
-        return json.loads(m.read_text())
-    except json.JSONDecodeError as err:
-        raise GammalensError(f"{m} is not valid JSON ({err.msg} at line {err.lineno})") from None
