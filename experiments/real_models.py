@@ -72,7 +72,7 @@ def measure_cell(out: Path, name: str, model: str, context: int, corpus: str, wi
 
 
 def fits_of(run_dir: Path) -> list[dict]:
-    from gammalens.rundir import read_fits_csv
+    from gammalens.runs.reader import read_fits_csv
 
     return read_fits_csv(run_dir / "fits.csv")
 
