@@ -107,3 +107,11 @@ def minilm_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs")
     return gammalens.measure("minilm", context=64, windows=6, bootstrap=100, out=out)
+
+
+@pytest.fixture
+def isolated_atlas(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Point the default atlas at a fresh file under tmp_path, so no test touches the user's atlas."""
+    path = tmp_path / "default-atlas" / "atlas.duckdb"
+    monkeypatch.setenv("GAMMALENS_ATLAS", str(path))
+    return path

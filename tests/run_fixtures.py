@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from gammalens.atlas.taf import TAF_FILE
 from gammalens.runs.schema import FIT_COLUMNS, FORMAT
@@ -27,14 +26,6 @@ from gammalens.theory.phases import phase
 
 # the book's published γ atlas: the copy shipped inside the package as reference data
 TAF_CSV = TAF_FILE
-
-
-@pytest.fixture
-def isolated_atlas(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Point the default atlas at a fresh file under tmp_path, so no test touches the user's atlas."""
-    path = tmp_path / "default-atlas" / "atlas.duckdb"
-    monkeypatch.setenv("GAMMALENS_ATLAS", str(path))
-    return path
 
 
 def taf_csv() -> Path:

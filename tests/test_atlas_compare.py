@@ -11,7 +11,7 @@ from gammalens.atlas import compare, import_taf, layer_table, list_entries, reco
 from gammalens.atlas.compare import parse_theta, predicted_quantity
 from gammalens.cli import main
 from gammalens.errors import GammalensError
-from tests.run_fixtures import isolated_atlas, taf_csv, write_run  # noqa: F401
+from tests.run_fixtures import taf_csv, write_run
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 

@@ -12,7 +12,7 @@ from gammalens.atlas import AtlasError, connect, export_atlas, import_atlas, imp
 from gammalens.atlas.schema import DATA_TABLES, PRIMARY_KEYS
 from gammalens.atlas.taf import ImportFileError
 from gammalens.cli import main
-from tests.run_fixtures import isolated_atlas, taf_csv, write_run  # noqa: F401
+from tests.run_fixtures import taf_csv, write_run
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 

@@ -10,7 +10,6 @@ import gammalens
 from gammalens.atlas import compare, connect, export_atlas, import_atlas, record_run
 from gammalens.atlas.store import scalar
 from gammalens.report import write_report
-from tests.run_fixtures import isolated_atlas  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 

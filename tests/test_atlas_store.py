@@ -17,7 +17,7 @@ from gammalens.atlas.schema import SCHEMA_VERSION, create_schema_v0
 from gammalens.atlas.store import BUSY_TIMEOUT_ENV, scalar
 from gammalens.cli import main
 from gammalens.runs.reader import RunFormatError
-from tests.run_fixtures import isolated_atlas, write_run  # noqa: F401
+from tests.run_fixtures import write_run
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 RECORD = "import sys; from gammalens.atlas import record_run; print(record_run(sys.argv[1], sys.argv[2]), flush=True)"

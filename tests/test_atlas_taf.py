@@ -11,7 +11,7 @@ from gammalens.atlas import connect, import_taf
 from gammalens.atlas.store import scalar
 from gammalens.atlas.taf import TAF_DATASET, TAF_FILE, TAF_SHA256, ImportFileError
 from gammalens.cli import main
-from tests.run_fixtures import isolated_atlas, taf_csv  # noqa: F401
+from tests.run_fixtures import taf_csv
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 

@@ -14,7 +14,7 @@ from gammalens.cli import main
 from gammalens.report import write_report
 from gammalens.report.decay import null_levels
 from gammalens.runs.reader import RunFormatError
-from tests.run_fixtures import isolated_atlas, taf_csv, write_run  # noqa: F401
+from tests.run_fixtures import taf_csv, write_run
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from gammalens.report import write_report
-from tests.run_fixtures import isolated_atlas, write_run  # noqa: F401
+from tests.run_fixtures import write_run
 
 pytestmark = pytest.mark.usefixtures("isolated_atlas")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gammalens.runs import schema as run_format
 from gammalens.errors import GammalensError
+from gammalens.runs import schema as run_format
 
 FIT_COLUMNS = list(run_format.FIT_COLUMNS)  # the writer's column order: the format's table
 
