@@ -265,3 +265,59 @@ def arch_facts(model: Any) -> dict[str, Any]:
     from gammalens.architecture import model_facts
 
     return model_facts(model)
+
+
+def execution_device(model: Any) -> Any:
+    """The device a model's inputs go to, and where the probe keeps its sums.
+
+    A model dispatched by accelerate (``device_map=``, so it has ``hf_device_map``) may hold its first
+    parameters on ``meta`` (offloaded to ``'cpu'`` or ``'disk'``, loaded at forward time) or on another
+    GPU than the one its input embeddings run on; ``next(model.parameters()).device`` is then wrong. The
+    input embeddings' accelerate hook names the device they execute on (offloaded modules execute on
+    accelerate's main device); without hooks, the first parameter not on ``meta`` is where the model runs.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel or torch.nn.Module
+        A loaded model, placed with ``.to(...)`` or dispatched with ``device_map=``.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ModelError
+        Every parameter is on ``meta`` and no accelerate hook says where the model executes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> execution_device(torch.nn.Linear(2, 2))
+    device(type='cpu')
+    """
+    if getattr(model, "hf_device_map", None):
+        get_emb = getattr(model, "get_input_embeddings", None)
+        emb = get_emb() if callable(get_emb) else None
+        for module in (emb, model):  # the root's hook names accelerate's main device, where inputs are moved
+            device = _hook_execution_device(module)
+            if device is not None:
+                return device
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    raise ModelError(f"every parameter of {type(model).__name__} is on the meta device and no accelerate hook names "
+                     "its execution device; load it with a device_map or move it to a device")
+
+
+def _hook_execution_device(module: Any) -> Any:
+    """``module``'s accelerate ``AlignDevicesHook.execution_device`` as a ``torch.device`` (None without one);
+    accelerate gives a GPU as a bare index, and stacks several hooks in a ``SequentialHook``."""
+    import torch
+
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or [hook]:
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    return None
