@@ -245,7 +245,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
 
     from gammalens.corpus import load_windows
     from gammalens.fit.heads import FitSettings, fit_profile
-    from gammalens.models import arch_facts, load_model, resolve_device, resolve_model
+    from gammalens.models import arch_facts, execution_device, load_model, resolve_device, resolve_model
     from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
     from gammalens.probe.backend import DistanceProbe, probing
     from gammalens.probe.profile import DistanceProfile
@@ -290,7 +290,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         taf = run_alongside((net, tokenizer), config)
         t = timer.mark("taf_s", t)
 
-    dev = next(net.parameters()).device
+    dev = execution_device(net)  # not next(parameters()): with device_map offload those sit on meta
     L = arch["n_layers"]
     acc = ProfileAccumulator(L, arch["n_heads"], len(tw.input_ids), context - 1, d_max, config.sink_tokens, dev)
     probe = DistanceProbe(acc, chunk_size=config.chunk_size, observers=observers, backend=config.backend)
