@@ -47,6 +47,10 @@ Eps = Annotated[float, typer.Option(
 
 # --- where the run goes -------------------------------------------------------------------------------------
 Out = Annotated[Path, typer.Option(help="Parent directory of the run directory.")]
+ProfileLayout = Annotated[str, typer.Option(
+    help="How profile.npz is stored: full (every distance, exact float64), compact or compact:E (distances ≤ E "
+         "exact, default 512; log-spaced bin sums beyond, 32 per octave), or auto (full up to 64 MiB). Fits and "
+         "D_f are the same in every layout.")]
 AtlasFile = Annotated[Path | None, typer.Option(
     help="Atlas file to record the run in (default: $GAMMALENS_ATLAS, else ~/.local/share/gammalens/atlas.duckdb).")]
 NoAtlas = Annotated[bool, typer.Option("--no-atlas", help="Do not record the run in the atlas.")]

@@ -72,6 +72,11 @@ class MeasureConfig:
         With ``estimator='taf'``: the smallest d in its fit (the book's atlas rows: 30); None: all.
     gguf_file : str or None
         With ``model`` a directory: the GGUF file inside it to load (dequantised, converted once and cached).
+    profile_layout : str
+        How ``profile.npz`` is stored (docs/run_format.md): ``'full'`` (every distance, exact float64 sums),
+        ``'compact'`` / ``'compact:E'`` (distances ≤ E exact, default 512; log-spaced bin sums beyond, 32 per
+        octave; per-document arrays float32) or ``'auto'`` (full up to 64 MiB, else compact). Fits, D_f and
+        every fits.csv column come from the exact in-memory sums whatever the layout.
     """
 
     model: str | None = None
@@ -94,6 +99,7 @@ class MeasureConfig:
     taf_max_distance: int | None = None
     taf_fit_min_distance: int | None = None
     gguf_file: str | None = None  # a GGUF file inside the directory `model`
+    profile_layout: str = "auto"  # profile.npz: 'full', 'compact', 'compact:E' or 'auto' (full up to 64 MiB)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -118,6 +124,12 @@ class MeasureConfig:
              f"--taf-fit-min-distance must be at least 1 (got {self.taf_fit_min_distance})")
         if self.fit_range is not None:
             self.parse_fit_range(self.context or 10**9)
+        from gammalens.probe.grid import parse_layout
+
+        try:
+            parse_layout(self.profile_layout)
+        except ValueError as err:
+            raise GammalensError(str(err)) from None
 
     def resolve_context(self, max_positions: int | None) -> int:
         """The context to measure at: ``context`` if set, else 512 or the model's maximum positions if smaller.
@@ -248,7 +260,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     from gammalens.models import arch_facts, execution_device, load_model, resolve_device, resolve_model
     from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
     from gammalens.probe.backend import DistanceProbe, probing
-    from gammalens.probe.profile import DistanceProfile
+    from gammalens.probe.profile import DistanceProfile, resolve_layout
     from gammalens.runs.writer import RunWriter
     from gammalens.version import __version__
 
@@ -335,7 +347,9 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     timer.marks["total_s"] = round(time.perf_counter() - timer.t0, 4)
     timer.marks["tokens_per_s"] = round(n_tok / max(timer.marks["forward_s"], 1e-9), 1)
 
-    settings_used = asdict(config) | {"context": context, "fit_range": f"{d_min}:{d_max}", "gguf_file": src.gguf_file}
+    layout, exact_to = resolve_layout(config.profile_layout, profile.shape)
+    settings_used = asdict(config) | {"context": context, "fit_range": f"{d_min}:{d_max}", "gguf_file": src.gguf_file,
+                                      "profile_layout": layout if layout == "full" else f"compact:{exact_to}"}
     import numpy
     import scipy
     import transformers

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gammalens.errors import GammalensError
+from gammalens.probe.profile import read_array
 from gammalens.theory.kv_window import power_sum
 
 
@@ -101,8 +102,8 @@ def head_tails(profile_path: Path, gamma: np.ndarray, sink_tokens: int) -> HeadT
         Sink keys per document in the run (its ``settings.sink_tokens``).
     """
     try:
-        with np.load(profile_path) as z:
-            mass_cs, queries_cs, sink_mass = (np.asarray(z[k], np.float64) for k in ("mass_cs", "queries_cs", "sink_mass"))
+        with np.load(profile_path) as z:  # a compact profile is read per distance (bin means beyond its exact range)
+            mass_cs, queries_cs, sink_mass = (read_array(z, k).astype(np.float64) for k in ("mass_cs", "queries_cs", "sink_mass"))
     except (OSError, KeyError, ValueError) as err:
         raise KVError(f"{profile_path} is not a readable gammalens profile ({err})") from None
     with np.errstate(invalid="ignore", divide="ignore"):

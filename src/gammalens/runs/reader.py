@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from gammalens.errors import GammalensError
+from gammalens.probe.profile import read_array, stored_layout
 from gammalens.runs.schema import FIT_COLUMNS, FORMAT, INT_COLUMNS, PROFILE_ARRAYS, REQUIRED_FIT_COLUMNS, SCOPES
 
 # the format's version, column table and arrays are defined once, in gammalens.runs.schema
@@ -102,10 +103,19 @@ class RunFiles:
     def n_heads(self) -> int:
         return int(self.profile("mass_cs").shape[1])
 
+    @cached_property
+    def layout(self) -> str:
+        """``'full'`` (every distance, exact float64 sums) or ``'compact'`` (docs/run_format.md)."""
+        return stored_layout(self._npz)
+
     def profile(self, key: str) -> np.ndarray:
-        """One array of ``profile.npz`` (loaded on first use; the per-document arrays are never read)."""
+        """One array of ``profile.npz``, per distance in either layout (loaded on first use).
+
+        A compact profile's binned arrays come back per distance, each distance holding its bin's mean
+        (:func:`gammalens.probe.profile.read_array`); :attr:`layout` says which layout the file has.
+        """
         try:
-            return np.asarray(self._npz[key])
+            return read_array(self._npz, key)
         except KeyError:
             raise RunFormatError(f"{self.path / 'profile.npz'}: array '{key}' is missing") from None
         except (OSError, ValueError, zipfile.BadZipFile) as err:

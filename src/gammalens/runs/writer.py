@@ -92,7 +92,8 @@ class RunWriter:
             tmp.mkdir()
             (tmp / "manifest.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=False) + "\n")
             write_fits_csv(tmp / "fits.csv", fits)
-            profile.save(tmp / "profile.npz")
+            # the layout the measurement resolved and recorded (runs written before the setting: full)
+            profile.save(tmp / "profile.npz", layout=str(manifest["settings"].get("profile_layout", "full")))
             if extras is not None:
                 extras(tmp, manifest)
             os.rename(tmp, final)
