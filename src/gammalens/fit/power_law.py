@@ -114,3 +114,27 @@ def fit_power_law(d: np.ndarray, profile: np.ndarray) -> LinearFit:
         y = np.log(np.asarray(profile, dtype=np.float64))
     y = np.where(np.isfinite(y), y, np.nan)
     return weighted_line(np.log(d.astype(np.float64)), y, loglog_weights(d))
+
+
+def power_law_slope(d: np.ndarray, profile: np.ndarray) -> np.ndarray:
+    """The slope −γ of :func:`fit_power_law` alone, for many profiles at once (the bootstrap's refits).  # (...,)
+
+    A row whose values are all positive is one matrix–vector product: with x = ln d centred on its weighted
+    mean, slope = Σ w·x·ln A / Σ w·x² (the same least squares, about 5× fewer passes over the data); rows
+    with a zero or non-finite value go through :func:`fit_power_law`, which drops those points.
+
+    >>> d = np.arange(1, 100)
+    >>> round(-float(power_law_slope(d, 3.0 * d ** -0.7)), 10)
+    0.7
+    """
+    profile = np.asarray(profile, dtype=np.float64)
+    x = np.log(d.astype(np.float64))
+    w = loglog_weights(d)
+    xc = x - (w * x).sum() / w.sum()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = np.log(profile)
+        slope = y @ (w * xc) / (w * xc * xc).sum()
+    bad = ~np.isfinite(slope)
+    if bad.any():
+        slope[bad] = fit_power_law(d, profile[bad]).slope
+    return slope
