@@ -270,11 +270,12 @@ def arch_facts(model: Any) -> dict[str, Any]:
 def execution_device(model: Any) -> Any:
     """The device a model's inputs go to, and where the probe keeps its sums.
 
-    A model dispatched by accelerate (``device_map=``, so it has ``hf_device_map``) may hold its first
-    parameters on ``meta`` (offloaded to ``'cpu'`` or ``'disk'``, loaded at forward time) or on another
-    GPU than the one its input embeddings run on; ``next(model.parameters()).device`` is then wrong. The
-    input embeddings' accelerate hook names the device they execute on (offloaded modules execute on
-    accelerate's main device); without hooks, the first parameter not on ``meta`` is where the model runs.
+    A model dispatched by accelerate (``device_map=`` over several devices or with offload; it then has
+    ``hf_device_map``) may hold its first parameters on ``meta`` (offloaded to ``'cpu'`` or ``'disk'``, loaded
+    at forward time) or on another GPU than the one its input embeddings run on, so
+    ``next(model.parameters()).device`` is wrong. The input embeddings' accelerate hook names the device
+    they execute on (offloaded modules execute on accelerate's main device), else the root module's hook;
+    without hooks, the first parameter not on ``meta`` is where the model runs.
 
     Parameters
     ----------
@@ -296,13 +297,14 @@ def execution_device(model: Any) -> Any:
     >>> execution_device(torch.nn.Linear(2, 2))
     device(type='cpu')
     """
-    if getattr(model, "hf_device_map", None):
-        get_emb = getattr(model, "get_input_embeddings", None)
-        emb = get_emb() if callable(get_emb) else None
-        for module in (emb, model):  # the root's hook names accelerate's main device, where inputs are moved
-            device = _hook_execution_device(module)
-            if device is not None:
-                return device
+    try:
+        emb = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):  # a plain nn.Module, or a model that does not say
+        emb = None
+    for module in (emb, model):  # the root's hook names accelerate's main device, where inputs are moved
+        device = _hook_execution_device(module)
+        if device is not None:
+            return device
     for p in model.parameters():
         if p.device.type != "meta":
             return p.device

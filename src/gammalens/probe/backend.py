@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from gammalens.errors import GammalensError, ModelError
+from gammalens.models import execution_device
 from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 
 _PROBE_IDS = itertools.count()
@@ -250,7 +251,7 @@ def probing(model: Any, probe: DistanceProbe) -> Iterator[DistanceProbe]:
         )
     name = f"{_PROBE_NAME_PREFIX}_{next(_PROBE_IDS)}"
     previous = model.config._attn_implementation
-    fused = probe.resolve(next(model.parameters()).device) == "triton"
+    fused = probe.resolve(execution_device(model)) == "triton"  # offloaded device_map weights sit on meta
     if fused:
         from gammalens.probe.fused import no_mask
     AttentionInterface.register(name, probe)

@@ -137,11 +137,13 @@ class SinkObserver:
         K = self.ks[-1]
         idx = (layout.starts[:, None] + torch.arange(K, device=dev)[None, :]).clamp(max=k - 1)  # (B, K)
         first = p.gather(-1, idx[:, None, None, :].expand(B, H, c, K)).cumsum(-1)  # (B, H, c, K)
+        home = self.doc_mass.device  # under device_map='auto' the layer may sit on another GPU than the sums
+        doc_index = layout.doc_index.to(home)
         for i, kk in enumerate(self.ks):
             w = (q_ok & (q_rel >= kk)).to(p.dtype)  # (B, c) queries that see all kk keys, sinks excluded
-            self.doc_mass[:, layer, :, i].index_add_(0, layout.doc_index,
-                                                     torch.einsum("bhc,bc->bh", first[..., kk - 1], w).double())
-            self.doc_queries[:, layer, i].index_add_(0, layout.doc_index, w.sum(-1).double())
+            self.doc_mass[:, layer, :, i].index_add_(
+                0, doc_index, torch.einsum("bhc,bc->bh", first[..., kk - 1], w).to(home, torch.float64))
+            self.doc_queries[:, layer, i].index_add_(0, doc_index, w.sum(-1).to(home, torch.float64))
 
     def _add_columns(self, layer: int, layout: BatchLayout, col: torch.Tensor, count: torch.Tensor) -> None:
         """Add a chunk's column sums (B, H, k) and query counts (B, k) to the open layer's buffers."""
@@ -161,6 +163,8 @@ class SinkObserver:
             return
         layer, layout, col_sum, count_sum = self._open
         self._open = None
+        home = self.doc_mass.device  # the layer's buffers may sit on another GPU than the sums
+        layout, col_sum, count_sum = layout.to(home), col_sum.to(home), count_sum.to(home)
         idx = layout.doc_index
         rows = torch.arange(len(idx), device=col_sum.device)
         first_col = layout.starts  # (B,) the first key of each document

@@ -115,7 +115,7 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
     """
     from gammalens.corpus import load_windows, special_tokens
     from gammalens.measurement import MeasureConfig, measure
-    from gammalens.models import arch_facts, load_model, resolve_model
+    from gammalens.models import arch_facts, execution_device, load_model, resolve_model
     from gammalens.publish import write_run
     from gammalens.runs.writer import RunWriter
     from gammalens.sinks.ablation import AblationLog, ablating
@@ -166,7 +166,7 @@ def measure_sinks(model: Any = None, *, config: Any = None, sinks: SinkConfig | 
                                  f"{d_max} in the window {variant[2]}; lower it or the fit range's upper end")
 
     L, H, N = arch["n_layers"], arch["n_heads"], len(tw.input_ids)
-    dev = next(net.parameters()).device
+    dev = execution_device(net)
     namer = TokenNamer(tokenizer)
     loaded = (net, tokenizer)
 

@@ -320,7 +320,7 @@ def taf_gamma(model: Any = None, *, settings: TafSettings | None = None, loaded:
     import torch
 
     from gammalens.corpus import load_windows
-    from gammalens.models import arch_facts, load_model, resolve_model
+    from gammalens.models import arch_facts, execution_device, load_model, resolve_model
     from gammalens.probe.backend import probing
     from gammalens.probe.last_row import LastRowProbe
 
@@ -334,7 +334,7 @@ def taf_gamma(model: Any = None, *, settings: TafSettings | None = None, loaded:
     arch = arch_facts(net)
     ds = settings.usable(arch["max_positions"], allow_extrapolation)
     t0 = time.perf_counter()
-    dev = next(net.parameters()).device
+    dev = execution_device(net)
     body = net.base_model  # the LM head is not needed: its (batch, n, vocab) logits would dominate memory
     probe = LastRowProbe()
     weights: dict[int, list[np.ndarray]] = {}
