@@ -100,7 +100,8 @@ def fit_profile(profile: DistanceProfile, settings: FitSettings) -> list[dict]:
         layers.append(_row(f"layers.{layer}", "layer", layer, None, d, prof.sum(0), boot_l,
                            float(np.nanmean(sink[layer])), N))
     d = np.arange(settings.d_min, min(layer_range(profile, settings, i)[-1] for i in range(L)) + 1)
-    docs = profile.doc_mass_cs[..., d].sum((2,))  # (N, L, D)
+    # (N, L, D), one layer at a time: a copy of every per-document array would be 4 GB for an 8B model at 128K
+    docs = np.stack([profile.doc_mass_cs[:, layer][..., d].sum(1) for layer in range(L)], 1)
     docs = docs.sum(1)  # (N, D)
     boot_m = bootstrap_gamma(d, docs, counts) if counts is not None else None
     model = _row("model", "model", None, None, d, docs.sum(0), boot_m, float(np.nanmean(sink)), N)
