@@ -15,7 +15,11 @@ Steps, each bounded by what is left of ``--budget-s`` (later steps are skipped, 
    ``--accuracy-context`` tokens, against an fp64 reference computed here query-chunk by query-chunk
    (exact softmax in fp64, scatter-add by distance). Prints the max relative error over distances that
    hold ≥ 1e-6 of the largest mass, and the l1-relative error (target: 1e-5).
-3. **speed**: a random-init ``LlamaModel`` with Llama-3.1-8B's attention geometry (hidden 4096, 32 heads,
+3. **device_map** (``--device auto``): a tiny random-init Llama split by ``device_map`` (modules offloaded
+   to cpu, their weights on ``meta``; layers on ``cuda:0`` and ``cuda:1`` when there are two GPUs) gives the
+   probe the same sums as the model whole on ``cuda:0``, for both backends: ``measure()``'s placement
+   (:func:`gammalens.models.execution_device`), without its fitting dependencies; needs ``accelerate``.
+4. **speed**: a random-init ``LlamaModel`` with Llama-3.1-8B's attention geometry (hidden 4096, 32 heads,
    8 KV heads, head_dim 128, MLP 14336, ``--layers`` layers), bf16, batch 1, at ``--contexts`` tokens:
    plain sdpa forward vs the measuring forward (triton, and chunked where it fits in time) vs eager
    ``output_attentions=True`` (where n² attention matrices fit), median of ``--repeats`` forwards after a
@@ -211,6 +215,70 @@ def accuracy(args: argparse.Namespace) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------------------- device_map
+
+def device_map_check(args: argparse.Namespace) -> dict:
+    """Probe sums of the split model vs the whole one (``tests/test_device_map.py`` runs ``measure`` on CPU)."""
+    import tempfile
+
+    if importlib.util.find_spec("accelerate") is None:
+        return {"ok": None, "summary": "skipped: accelerate is not installed (device_map needs it)"}
+    _stub_pytest()
+    from tests.conftest import build_tiny
+    from tests.test_device_map import PROFILE_RTOL, placement, split_maps
+    from transformers import AutoModelForCausalLM
+
+    cpu = args.device == "cpu"  # dry run: 'cpu' is then accelerate's main device, so offload goes to disk
+    second = 1 if not cpu and torch.cuda.device_count() >= 2 else None
+    maps = split_maps("cpu", "disk") if cpu else split_maps(0, "cpu", second)
+    backends = ["chunked"] if cpu else ["chunked", "triton"]
+    ids = torch.randint(0, 30000, (2, 128), generator=torch.Generator().manual_seed(0))  # (batch, n)
+    cases, ok = [], True
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny("llama_gqa").save_pretrained(Path(tmp) / "llama")
+        kw = {"attn_implementation": "sdpa", "dtype": torch.float32}
+        whole = AutoModelForCausalLM.from_pretrained(Path(tmp) / "llama", **kw).to(args.device).eval()
+        for name, device_map in maps.items():
+            net = AutoModelForCausalLM.from_pretrained(Path(tmp) / "llama", device_map=device_map,
+                                                       offload_folder=str(Path(tmp) / f"offload-{name}"), **kw)
+            where = placement(net.eval())
+            cuda_devices = {d for d in where["param_devices"] if d.startswith("cuda")}
+            split = where["meta_params"] > 0 if name != "two_devices" else len(cuda_devices) >= 2
+            for backend in backends:
+                want, want_backend = _probe_sums(whole, ids, backend)
+                got, got_backend = _probe_sums(net, ids, backend)
+                rel = max(((got[k] - want[k]).abs().max() / want[k].abs().max().clamp(min=1e-300)).item()
+                          for k in want)
+                case_ok = (split and got_backend == want_backend == backend and rel <= PROFILE_RTOL
+                           and bool(want["mass"].abs().max() > 0))  # an empty profile would match vacuously
+                ok &= case_ok
+                cases.append({"case": name, "backend": backend, "device_map": {k: str(v) for k, v in device_map.items()},
+                              **where, "max_rel_diff": rel, "ok": case_ok})
+                log(f"device_map {name:<20} {backend:<8} max rel diff {rel:.1e} (≤ {PROFILE_RTOL:g}), "
+                    f"meta params {where['meta_params']}, inputs on {where['execution_device']}: "
+                    f"{'ok' if case_ok else 'FAILED'}")
+            del net
+    return {"ok": ok, "gpus": torch.cuda.device_count(), "tolerance": PROFILE_RTOL, "cases": cases,
+            "summary": f"{sum(c['ok'] for c in cases)} of {len(cases)} placements match the whole model"}
+
+
+def _probe_sums(net, ids: torch.Tensor, backend: str) -> tuple[dict, str]:
+    """One probed forward placed as ``measure()`` places it: the accumulator's sums (on cpu) and the backend."""
+    from gammalens.models import execution_device
+    from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
+    from gammalens.probe.backend import DistanceProbe, probing
+
+    B, n = ids.shape
+    dev = execution_device(net)
+    acc = ProfileAccumulator(net.config.num_hidden_layers, net.config.num_attention_heads, B, n - 1, n // 2, 1, dev)
+    probe = DistanceProbe(acc, backend=backend)
+    with torch.inference_mode(), probing(net, probe):
+        probe.set_layout(BatchLayout.full(B, n, device=dev))
+        batch = ids.to(dev)
+        net(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False)
+    return {k: v.cpu() for k, v in vars(acc).items() if isinstance(v, torch.Tensor)}, probe.backend_
+
+
 # ---------------------------------------------------------------------------------------------- speed
 
 def build_llama(args: argparse.Namespace):
@@ -324,11 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", type=int, default=None, help="triton tile of the accuracy step (default: 64)")
     p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: dry-run of the accuracy step
     p.add_argument("--contract-timeout-s", type=float, default=240.0)
-    p.add_argument("--skip", nargs="*", default=[], choices=["contract", "accuracy", "speed"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["contract", "accuracy", "device_map", "speed"])
     p.add_argument("--json", type=Path, default=Path(os.environ.get("OUT", ".")) / "gpu_check.json")
     args = p.parse_args(argv)
-    if args.device == "cpu":  # dry run of the accuracy step in Triton's interpreter (small --accuracy-context)
-        print(json.dumps(accuracy(args)))
+    if args.device == "cpu":  # dry run of the accuracy (Triton's interpreter, small --accuracy-context) and device_map steps
+        dry = {"accuracy": accuracy, "device_map": device_map_check}
+        print(json.dumps({name: step(args) for name, step in dry.items() if name not in args.skip}, default=str))
         return 0
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device", file=sys.stderr)
@@ -346,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1, default=str))
 
-    steps = [("contract", lambda: contract(args)), ("accuracy", lambda: accuracy(args))]
+    steps = [("contract", lambda: contract(args)), ("accuracy", lambda: accuracy(args)),
+             ("device_map", lambda: device_map_check(args))]
     for name, step in steps:
         if name in args.skip:
             continue
@@ -369,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             report["speed"] = {"error": f"{type(e).__name__}: {e}"}
         save()
     log(f"wrote {args.json}")
-    ok = all(report.get(s, {}).get("ok", True) for s in ("contract", "accuracy"))
+    ok = all(report.get(s, {}).get("ok", True) is not False for s in ("contract", "accuracy", "device_map"))
     return 0 if ok else 1
 
 

@@ -18,6 +18,7 @@ Backends: ``'chunked'`` (any device), ``'triton'`` (CUDA, or CPU under ``TRITON_
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -119,19 +120,21 @@ def fused_profile(accumulator: ProfileAccumulator, layer: int, query: torch.Tens
     out = torch.empty(B, n, H, dv, dtype=value.dtype, device=dev)
     lse = torch.empty(B, H, n, dtype=torch.float32, device=dev)
     grid = (triton_cdiv(n, blk), B * H)
-    tk.forward_kernel[grid](
-        q, k, v, out, lse, starts, lengths,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(2), out.stride(1),
-        n, H, H // Hkv, dh, dv, float(scale), cap, win, BLOCK_M=blk, BLOCK_N=blk, DH=DH, DV=DV, **common)
-
     S, Hz = accumulator.sink_tokens, accumulator.cs_horizon
     mass = torch.zeros(B, H, n, dtype=torch.float64, device=dev)
     cs = torch.zeros(B, H, Hz + 1, dtype=torch.float64, device=dev)
-    tk.profile_kernel[grid](
-        q, k, lse, starts, lengths, mass, cs,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        n, H, H // Hkv, dh, float(scale), cap, win, S, Hz, BLOCK=blk, DH=DH, **common)
+    # Triton launches on the current CUDA device, not the tensors': under device_map='auto' a layer may sit on
+    # another GPU than the current one
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        tk.forward_kernel[grid](
+            q, k, v, out, lse, starts, lengths,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(2), out.stride(1),
+            n, H, H // Hkv, dh, dv, float(scale), cap, win, BLOCK_M=blk, BLOCK_N=blk, DH=DH, DV=DV, **common)
+        tk.profile_kernel[grid](
+            q, k, lse, starts, lengths, mass, cs,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            n, H, H // Hkv, dh, float(scale), cap, win, S, Hz, BLOCK=blk, DH=DH, **common)
 
     sink_sum = _sink_sums(q, k, lse, layout, S, scale, causal, softcap, window)
     counts = _counts(layout.lengths.clamp(max=n), n, S, Hz, window, causal)
