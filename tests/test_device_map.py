@@ -221,3 +221,22 @@ def test_cli_measure_device_auto(llama_dir: Path, tmp_path: Path, capsys: pytest
     for k in ("gamma", "gamma_ci_low", "gamma_ci_high"):
         assert abs(man["result"][k] - plain.model_fit[k]) <= GAMMA_ATOL, k
     assert registered_probes() == []
+
+
+def test_gpu_check_device_map_step_dry_run() -> None:
+    """``benchmarks/gpu_check.py``'s device_map step on CPU (disk offload, chunked): it stays runnable here.
+
+    A subprocess, since the script drops ``TRITON_INTERPRET`` from the environment when imported."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    res = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--skip", "accuracy"],
+                         cwd=REPO, env=os.environ | {"PYTHONPATH": f"{REPO / 'src'}:{REPO}"}, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    step = json.loads(res.stdout.strip().splitlines()[-1])["device_map"]
+    assert step["ok"] is True and len(step["cases"]) == 2, step
+    assert all(c["meta_params"] > 0 and c["max_rel_diff"] <= PROFILE_RTOL for c in step["cases"]), step
