@@ -138,6 +138,18 @@ def test_split_measurement_is_not_trivially_equal(llama_dir: Path, tmp_path: Pat
     assert max_gamma_diff(a.fits, b.fits) > 1e3 * GAMMA_ATOL
 
 
+def test_taf_estimator_on_a_split_model(llama_dir: Path, tmp_path: Path) -> None:
+    """The book's estimator (``--estimator taf``) places its inputs the same way: split == whole."""
+    from gammalens.taf.estimator import taf_gamma
+
+    split = load_placed(llama_dir, split_maps("cpu", "disk")["embeddings_offloaded"], offload_folder=tmp_path)
+    got = taf_gamma(loaded=split, windows=2, batch_size=2, max_distance=30)
+    want = taf_gamma(loaded=load_placed(llama_dir, None), windows=2, batch_size=2, max_distance=30)
+    assert got.distances == want.distances == (10, 20, 30)
+    np.testing.assert_allclose(got.attention, want.attention, rtol=PROFILE_RTOL, atol=0)
+    assert abs(got.gamma - want.gamma) <= GAMMA_ATOL
+
+
 def test_execution_device_plain_model(llama_dir: Path) -> None:
     net, _ = load_placed(llama_dir, None, "cpu")
     assert not hasattr(net, "hf_device_map")

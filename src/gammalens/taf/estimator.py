@@ -354,8 +354,9 @@ def taf_gamma(model: Any = None, *, settings: TafSettings | None = None, loaded:
                     if len(probe.rows) != arch["n_layers"]:
                         raise GammalensError(f"{arch['model_type']}: the probe saw {len(probe.rows)} of "
                                              f"{arch['n_layers']} attention layers")
-                    target = torch.stack([probe.rows[i][:, :, TARGET] for i in range(arch["n_layers"])], 1)
-                    rows.append(target.float().cpu().numpy())  # (batch, layers, heads)
+                    # layers may sit on several GPUs (device_map='auto'): each row to the cpu before stacking
+                    target = torch.stack([probe.rows[i][:, :, TARGET].cpu() for i in range(arch["n_layers"])], 1)
+                    rows.append(target.float().numpy())  # (batch, layers, heads)
                 weights[d].append(np.concatenate(rows))
     result = estimate(weights, fit_min_distance=settings.fit_min_distance, n_windows=settings.windows,
                       corpus=settings.corpus, seeds=settings.seeds, token_range=token_range,
