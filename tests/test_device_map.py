@@ -150,6 +150,23 @@ def test_taf_estimator_on_a_split_model(llama_dir: Path, tmp_path: Path) -> None
     assert abs(got.gamma - want.gamma) <= GAMMA_ATOL
 
 
+def test_sinks_on_a_split_model(llama_dir: Path, tmp_path: Path) -> None:
+    """``gammalens sinks`` (observers on the probe's probabilities, massive-activation hooks) on a split model."""
+    from gammalens.sinks import measure_sinks
+
+    kw = {"corpus": "random", "context": 32, "windows": 4, "bootstrap": 0, "report": False}
+    split = load_placed(llama_dir, split_maps("cpu", "disk")["embeddings_offloaded"], offload_folder=tmp_path)
+    got = measure_sinks(split[0], tokenizer=split[1], **kw).baseline
+    net, tok = load_placed(llama_dir, None)
+    want = measure_sinks(net, tokenizer=tok, **kw).baseline
+    for f in dataclasses.fields(want):
+        x, y = getattr(got, f.name), getattr(want, f.name)
+        if isinstance(y, np.ndarray) and y.dtype.kind in "fc":
+            np.testing.assert_allclose(x, y, rtol=PROFILE_RTOL, atol=0, equal_nan=True, err_msg=f.name)
+        elif isinstance(y, np.ndarray):
+            np.testing.assert_array_equal(x, y, err_msg=f.name)
+
+
 def test_execution_device_plain_model(llama_dir: Path) -> None:
     net, _ = load_placed(llama_dir, None, "cpu")
     assert not hasattr(net, "hf_device_map")
