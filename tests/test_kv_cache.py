@@ -14,8 +14,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from gammalens.kv.attention import gamma_window_attention, prefill, registered  # noqa: E402
-from gammalens.kv.cache import GammaWindowCache, check_model  # noqa: E402
+from gammalens.kv.cache import GammaWindowCache, cache_kwargs, check_model  # noqa: E402
 from gammalens.kv.tails import KVError  # noqa: E402
+
+# the cache goes in under the keyword the installed transformers takes: its deprecated name would warn
+pytestmark = pytest.mark.filterwarnings("error:.*past_key_values.*:FutureWarning")
 
 DIMS = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512)
@@ -75,9 +78,9 @@ def run_cache(model, ids, cache, split):
     """Logits (B, n, V): prefill ids[:, :split] in one call, then one token at a time."""
     outs = []
     with torch.no_grad(), gamma_window_attention(model, cache):
-        outs.append(model(ids[:, :split], past_key_values=cache, use_cache=True).logits)
+        outs.append(model(ids[:, :split], **cache_kwargs(model, cache), use_cache=True).logits)
         for t in range(split, ids.shape[1]):
-            outs.append(model(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits)
+            outs.append(model(ids[:, t:t + 1], **cache_kwargs(model, cache), use_cache=True).logits)
     return torch.cat(outs, 1)
 
 
@@ -85,9 +88,9 @@ def test_full_windows_equal_the_dynamic_cache(model):
     ids = torch.randint(0, 97, (2, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         cache = transformers.DynamicCache()
-        ref = [model(ids[:, :20], past_key_values=cache, use_cache=True).logits]
+        ref = [model(ids[:, :20], **cache_kwargs(model, cache), use_cache=True).logits]
         for t in range(20, 32):
-            ref.append(model(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits)
+            ref.append(model(ids[:, t:t + 1], **cache_kwargs(model, cache), use_cache=True).logits)
     got = run_cache(model, ids, GammaWindowCache([[10**6, 10**6]] * 2, sinks=1, block=8), split=20)
     assert torch.allclose(got, torch.cat(ref, 1), atol=1e-5, rtol=0)
     assert registered() == []
@@ -127,12 +130,12 @@ def test_bytes_grow_in_blocks_and_stay_bounded_during_generation(model):
     ids = torch.randint(0, 97, (1, 10))
     per_slot = 2 * 16 * 4 + 8
     with torch.no_grad(), gamma_window_attention(model, cache):
-        model(ids, past_key_values=cache, use_cache=True)
+        model(ids, **cache_kwargs(model, cache), use_cache=True)
         expect = sum(min(sinks + w, 16) for layer in windows for w in layer)  # 10 tokens → one 16-token block
         assert cache.nbytes() == expect * per_slot
     cache = GammaWindowCache(windows, sinks=sinks, block=block)
     with torch.no_grad(), gamma_window_attention(model, cache):
-        out = model.generate(ids, past_key_values=cache, max_new_tokens=60, do_sample=False,
+        out = model.generate(ids, **cache_kwargs(model, cache), max_new_tokens=60, do_sample=False,
                              min_new_tokens=60, pad_token_id=0)
     assert out.shape[1] == 70 and cache.get_seq_length() == 69
     assert cache.nbytes() == sum(sinks + w for layer in windows for w in layer) * per_slot
@@ -144,7 +147,7 @@ def test_generate_with_full_windows_equals_dynamic_cache(model):
         ref = model.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=0)
         cache = GammaWindowCache([[1000, 1000]] * 2, sinks=1)
         with gamma_window_attention(model, cache):
-            got = model.generate(ids, past_key_values=cache, max_new_tokens=20, do_sample=False, pad_token_id=0)
+            got = model.generate(ids, **cache_kwargs(model, cache), max_new_tokens=20, do_sample=False, pad_token_id=0)
     assert got.tolist() == ref.tolist()
 
 
@@ -153,9 +156,10 @@ def test_bad_input(model):
         GammaWindowCache([[0, 4]] * 2)
     cache = GammaWindowCache([[4, 4, 4]] * 2)
     with pytest.raises(KVError, match="KV heads"), torch.no_grad(), gamma_window_attention(model, cache):
-        model(torch.zeros(1, 4, dtype=torch.long), past_key_values=cache, use_cache=True)
+        model(torch.zeros(1, 4, dtype=torch.long), **cache_kwargs(model, cache), use_cache=True)
     assert registered() == []
     with pytest.raises(KVError, match="n_kv_heads=3"):
         check_model(model, {"model_type": model.config.model_type, "n_layers": 2, "n_kv_heads": 3})
     with pytest.raises(KVError, match="model_type"):
         check_model(model, {"model_type": "gpt2"})
+

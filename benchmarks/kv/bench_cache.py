@@ -39,7 +39,7 @@ def child(policy: str, n: int, windows: list | None, sinks: int, decode: int) ->
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
     from gammalens.kv.attention import gamma_window_attention
-    from gammalens.kv.cache import GammaWindowCache
+    from gammalens.kv.cache import GammaWindowCache, cache_kwargs
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -85,7 +85,7 @@ def child(policy: str, n: int, windows: list | None, sinks: int, decode: int) ->
         try:
             for i in range(decode):
                 t = time.perf_counter()
-                model(ids, past_key_values=cache, use_cache=True, position_ids=torch.tensor([[n + i]]))
+                model(ids, use_cache=True, position_ids=torch.tensor([[n + i]]), **cache_kwargs(model, cache))
                 times.append(time.perf_counter() - t)
         finally:
             if ctx is not None:

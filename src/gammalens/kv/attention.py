@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from gammalens.kv.cache import cache_kwargs
 from gammalens.kv.tails import KVError
 
 _PREFIX = "gammalens_kv"
@@ -32,7 +33,7 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
     layer = cache.layers[module.layer_idx]
     visible = layer.visible()  # (Hkv, q, K)
     if visible.shape[-1] != key.shape[-2] or visible.shape[1] != query.shape[-2]:
-        raise KVError("the γ-window attention ran without its cache: pass past_key_values=<the same cache>")
+        raise KVError("the γ-window attention ran without its cache: pass the same cache to the model (gammalens.kv.cache.cache_kwargs)")
     if kwargs.get("softcap") or kwargs.get("s_aux") is not None:
         raise KVError("attention soft-capping and learned sinks are not supported by the γ-window cache")
     group = query.shape[1] // key.shape[1]
@@ -54,7 +55,7 @@ def gamma_window_attention(model: Any, cache: Any) -> Iterator[Any]:
     """Serve ``model`` with ``cache`` (a GammaWindowCache) for the duration of the block.
 
     >>> with gamma_window_attention(model, cache):                             # doctest: +SKIP
-    ...     logits = model(ids, past_key_values=cache, use_cache=True).logits
+    ...     logits = model(ids, use_cache=True, **cache_kwargs(model, cache)).logits
     """
     from transformers.modeling_utils import AttentionInterface
 
@@ -87,7 +88,7 @@ def prefill(model: Any, input_ids: torch.Tensor, cache: Any, chunk: int = 512) -
     logits = None
     with torch.no_grad():
         for start in range(0, input_ids.shape[1], chunk):
-            out = model(input_ids[:, start:start + chunk], past_key_values=cache, use_cache=True,
-                        logits_to_keep=1)
+            out = model(input_ids[:, start:start + chunk], use_cache=True, logits_to_keep=1,
+                        **cache_kwargs(model, cache))
             logits = out.logits[:, -1]
     return logits

@@ -140,7 +140,7 @@ class GammaWindowLayer(CacheLayerMixin):
         and nothing of that size stays alive between layers.
         """
         if self._kpos is None:
-            raise KVError("the γ-window attention ran without its cache: pass past_key_values=<the same cache>")
+            raise KVError("the γ-window attention ran without its cache: pass the same cache to the model (gammalens.kv.cache.cache_kwargs)")
         kpos, qpos = self._kpos[:, None, :], self._qpos
         oldest = (qpos[None, :] - self.window[:, None])[:, :, None]  # (Hkv, q, 1): positions ≤ this are out
         return (kpos >= 0) & (kpos <= qpos[None, :, None]) & ((kpos < self.sinks) | (kpos > oldest))
@@ -185,6 +185,20 @@ class GammaWindowLayer(CacheLayerMixin):
         raise KVError("a γ-window cache cannot be cropped (evicted tokens are gone); use a DynamicCache")
 
 
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``{keyword: cache}`` for ``model(...)`` and ``model.generate(...)``: the keyword its transformers takes.
+
+    transformers renamed ``past_key_values`` to ``cache`` after 5.2 (the old name warns, and goes in 5.40);
+    the model's own ``forward`` signature says which one it takes.
+
+    >>> out = model(ids, use_cache=True, **cache_kwargs(model, cache))      # doctest: +SKIP
+    """
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
+
+
 class GammaWindowCache(Cache):
     """Sink + per-KV-head window cache for every layer of a causal RoPE decoder.
 
@@ -201,7 +215,7 @@ class GammaWindowCache(Cache):
     --------
     >>> cache = GammaWindowCache([[64, 512]] * 2, sinks=4)          # doctest: +SKIP
     >>> with gamma_window_attention(model, cache):                 # doctest: +SKIP
-    ...     out = model.generate(ids, past_key_values=cache, max_new_tokens=100)
+    ...     out = model.generate(ids, max_new_tokens=100, **cache_kwargs(model, cache))
     """
 
     def __init__(self, windows: Sequence[Sequence[int]], sinks: int = 1, block: int = 256) -> None:
