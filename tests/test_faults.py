@@ -41,7 +41,7 @@ def hook(name):
         time.sleep(5)
 
 class Profile:
-    def save(self, path):
+    def save(self, path, layout='full'):
         Path(path).write_bytes(b"\0" * 4096)
         hook("profile")
 
@@ -206,7 +206,7 @@ def test_real_full_disk_run_report_export_and_atlas(full_disk: Path, tmp_path: P
     from gammalens.runs.writer import RunWriter
 
     class Big:
-        def save(self, path: Path) -> None:
+        def save(self, path: Path, layout: str = 'full') -> None:
             Path(path).write_bytes(os.urandom(256 * 1024))
 
     with pytest.raises(GammalensError, match="No space left"):
@@ -234,7 +234,7 @@ def test_simulated_full_disk_while_writing_a_run(tmp_path: Path, monkeypatch) ->
     from gammalens.errors import GammalensError
 
     class Profile:
-        def save(self, path: Path) -> None:
+        def save(self, path: Path, layout: str = 'full') -> None:
             Path(path).write_bytes(b"x")
 
     monkeypatch.setattr(rd, "write_fits_csv", enospc)

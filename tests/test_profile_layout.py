@@ -61,8 +61,8 @@ def test_fits_and_d_f_do_not_depend_on_the_layout(runs) -> None:
         for k in x:  # γ, CI, R², D_f, D_f_empirical, γ_Padé …: bit-equal (fitted from the in-memory exact sums)
             same = x[k] == y[k] or (isinstance(x[k], float) and math.isnan(x[k]) and math.isnan(y[k]))
             assert same, (x["name"], k, x[k], y[k])
-    assert full.manifest["settings"]["profile_layout"] == "full"
-    assert compact.manifest["settings"]["profile_layout"] == f"compact:{E}"
+    assert full.manifest["profile_layout"] == full.manifest["settings"]["profile_layout"] == "full"
+    assert compact.manifest["profile_layout"] == compact.manifest["settings"]["profile_layout"] == f"compact:{E}"
 
 
 def test_compact_arrays_are_the_full_arrays_binned(runs) -> None:

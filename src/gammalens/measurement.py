@@ -347,9 +347,8 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
     timer.marks["total_s"] = round(time.perf_counter() - timer.t0, 4)
     timer.marks["tokens_per_s"] = round(n_tok / max(timer.marks["forward_s"], 1e-9), 1)
 
-    layout, exact_to = resolve_layout(config.profile_layout, profile.shape)
-    settings_used = asdict(config) | {"context": context, "fit_range": f"{d_min}:{d_max}", "gguf_file": src.gguf_file,
-                                      "profile_layout": layout if layout == "full" else f"compact:{exact_to}"}
+    settings_used = asdict(config) | {"context": context, "fit_range": f"{d_min}:{d_max}", "gguf_file": src.gguf_file}
+    layout, exact_to = resolve_layout(config.profile_layout, profile.shape)  # 'auto' decided by the run's size
     import numpy
     import scipy
     import transformers
@@ -365,6 +364,7 @@ def measure(model: str | None = None, *, config: MeasureConfig | None = None, ou
         "timings": timer.marks,
         "layer_modules": _module_names(net, probe),
         "probe": {"backend": probe.backend_, "note": probe.note_},
+        "profile_layout": layout if layout == "full" else f"compact:{exact_to}",
         "result": {k: fits[-1][k] for k in ("gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass")},
     }
     if taf is not None:

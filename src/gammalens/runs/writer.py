@@ -92,8 +92,8 @@ class RunWriter:
             tmp.mkdir()
             (tmp / "manifest.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=False) + "\n")
             write_fits_csv(tmp / "fits.csv", fits)
-            # the layout the measurement resolved and recorded (runs written before the setting: full)
-            profile.save(tmp / "profile.npz", layout=str(manifest["settings"].get("profile_layout", "full")))
+            # the layout the measurement chose and recorded (manifests from before the choice: full)
+            profile.save(tmp / "profile.npz", layout=str(manifest.get("profile_layout", "full")))
             if extras is not None:
                 extras(tmp, manifest)
             os.rename(tmp, final)
