@@ -213,3 +213,23 @@ def test_docstring_examples() -> None:
     for module in (grid, profile):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("damage, needle", [("drop edges_cs", "array 'edges_cs' is missing"),
+                                            ("short edges", "cannot be read")])
+def test_a_damaged_compact_profile_is_a_one_line_format_error(runs, tmp_path: Path, damage: str, needle: str) -> None:
+    import shutil
+
+    from gammalens.runs.reader import RunFormatError
+
+    run_dir = shutil.copytree(runs[1].run_dir, tmp_path / runs[1].run_dir.name)
+    with np.load(run_dir / "profile.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    if damage == "drop edges_cs":
+        del arrays["edges_cs"]
+    else:
+        arrays["edges"] = arrays["edges"][:-3]
+    np.savez(run_dir / "profile.npz", **arrays)
+    with pytest.raises(RunFormatError, match=needle) as exc:
+        read_run(run_dir).profile("mass_cs" if damage == "drop edges_cs" else "mass")
+    assert "\n" not in str(exc.value)

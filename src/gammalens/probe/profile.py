@@ -136,8 +136,12 @@ def stored_layout(npz: Any) -> str:
 
 def read_array(npz: Any, key: str) -> np.ndarray:
     """One array of an open ``profile.npz``, per distance whatever the layout (compact bins → bin means)."""
+    if key not in npz.files:
+        raise KeyError(key)
     values = np.asarray(npz[key])
     if key in BINNED and stored_layout(npz) == "compact":
+        if BINNED[key] not in npz.files:
+            raise KeyError(BINNED[key])
         return expand(values, np.asarray(npz[BINNED[key]]))
     return values
 
@@ -171,8 +175,7 @@ def profile_nbytes(n_layers: int, n_heads: int, n_docs: int, n_distances: int, c
     35.1
     """
     L, H, N = n_layers, n_heads, n_docs
-    name, exact_to = resolve_layout(layout, (L, H, N, n_distances, cs_horizon)) if layout == "auto" else \
-        parse_layout(layout)
+    name, exact_to = resolve_layout(layout, (L, H, N, n_distances, cs_horizon))
     small = 8 * (N * L + N * L * H + N * L + L + 2 + L + L * H)  # doc sink/query sums, windows, scalars, queries_cs, sink
     if name == "full":
         return small + 8 * (L * H * n_distances + L * n_distances + (N + 1) * L * H * (cs_horizon + 1))

@@ -116,8 +116,8 @@ class RunFiles:
         """
         try:
             return read_array(self._npz, key)
-        except KeyError:
-            raise RunFormatError(f"{self.path / 'profile.npz'}: array '{key}' is missing") from None
+        except KeyError as err:  # the array asked for, or the bin edges a compact one needs
+            raise RunFormatError(f"{self.path / 'profile.npz'}: array '{err.args[0]}' is missing") from None
         except (OSError, ValueError, zipfile.BadZipFile) as err:
             raise RunFormatError(f"{self.path / 'profile.npz'}: array '{key}' cannot be read ({err})") from None
 
