@@ -132,6 +132,40 @@ def test_second_load_uses_the_cache(gguf_path, warm_cache, monkeypatch) -> None:
     assert entries(cache) == [entry]
 
 
+def test_an_entry_belongs_to_the_transformers_version_that_wrote_it(gguf_path, warm_cache, monkeypatch) -> None:
+    import transformers
+
+    cache = warm_cache
+    (entry,) = entries(cache)
+    assert entry.name == f"{gguf_cache.read_gguf_info(gguf_path).sha256}-transformers-{transformers.__version__}"
+    assert json.loads((entry / gguf_cache.MARKER).read_text())["transformers"] == transformers.__version__
+    legacy = cache / "gguf" / gguf_cache.read_gguf_info(gguf_path).sha256   # a format-1 entry: version unknown
+    shutil.copytree(entry, legacy)
+    converted = []
+    monkeypatch.setattr(gguf_cache, "_convert", lambda *a: converted.append(a) or (_ for _ in ()).throw(OSError(5, "x")))
+    load_model(resolve_model(str(gguf_path)))                        # this version's entry: no conversion
+    assert not converted and not legacy.exists() and entries(cache) == [entry]
+    monkeypatch.setattr(transformers, "__version__", "9.9.9")          # another version: its own conversion
+    assert "written by transformers" in gguf_cache.check_entry(entry)
+    with pytest.raises(ModelError):
+        load_model(resolve_model(str(gguf_path)))
+    assert len(converted) == 1 and converted[0][1].name.startswith(".partial-")
+    assert entries(cache) == [entry]                                    # the other version's entry is left alone
+
+
+def test_a_tokenizer_that_reads_back_differently_is_refused(tmp_path) -> None:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from tests.conftest import minilm_dir
+
+    gguf_tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER))
+    gguf_tok.save_pretrained(tmp_path / "same")
+    gguf_cache.check_tokenizer_round_trip(gguf_tok, tmp_path / "same", "tiny.gguf")   # reads back alike: silent
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(tmp_path / "other")
+    with pytest.raises(ModelError, match="reads back differently"):
+        gguf_cache.check_tokenizer_round_trip(gguf_tok, tmp_path / "other", "tiny.gguf")
+
+
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "no_marker", "missing_file"])
 def test_a_damaged_cache_entry_is_detected_and_rebuilt(gguf_path, warm_cache, damage, capsys) -> None:
     cache = warm_cache

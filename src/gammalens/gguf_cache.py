@@ -3,7 +3,11 @@
 transformers loads a ``.gguf`` with ``from_pretrained(dir, gguf_file=name)``, dequantising every tensor and
 rebuilding the tokenizer from the file's vocabulary (about 45 s for SmolLM2-135M on 2 cores). gammalens does
 that once per file content: the converted model (fp32 safetensors, config, tokenizer) is saved under
-``<cache>/gguf/<sha256 of the .gguf>/`` and later measurements load it as an ordinary local directory (~1 s).
+``<cache>/gguf/<sha256 of the .gguf>-transformers-<version>/`` and later measurements load it as an ordinary
+local directory (~1 s). The entry is tied to the transformers version that wrote it: the tokenizer files one
+version saves are not read back alike by another (SmolLM2's, saved by 5.2, load in 5.24 as a CodeLlama
+tokenizer that maps most whitespace to the unknown token), so each version converts once for itself, and a
+conversion whose tokenizer does not read back to the same ids is refused.
 
 The cache directory is ``$GAMMALENS_CACHE`` if set, else ``$XDG_CACHE_HOME/gammalens``, else
 ``~/.cache/gammalens``. An entry is built in a hidden sibling folder and renamed into place, and carries a
@@ -16,6 +20,7 @@ files, holds a truncated or altered file, or lacks the marker is detected, remov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,13 +29,16 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gammalens.errors import ModelError, first_line
 from gammalens.hashing import file_sha256, sha256_now
 
 GGUF_MAGIC = b"GGUF"
 MARKER = "gammalens-cache.json"
-CACHE_FORMAT = "gammalens.gguf-cache/1"
+CACHE_FORMAT = "gammalens.gguf-cache/2"  # /2: entries keyed and marked by the transformers version
+# tokenized by the GGUF's tokenizer and by the saved one: code, indentation, tabs, newlines, accents, a dash
+ROUND_TRIP_TEXT = "def f(x):\n    return x + 1  # héllo wörld\n\n\tclass A: pass  \u2014 tabs,\ttoo\n"
 INSTALL_HINT = "pip install 'gammalens[gguf]'  (the gguf and accelerate packages)"
 
 
@@ -145,8 +153,13 @@ def converted_dir(path: Path, info: GGUFInfo, *, quiet: bool = False) -> Path:
     Path
         A directory with ``config.json``, ``model.safetensors`` (fp32) and the tokenizer files.
     """
+    import transformers
+
     root = gguf_cache_root() / "gguf"
-    entry = root / info.sha256
+    entry = root / f"{info.sha256}-transformers-{transformers.__version__}"
+    legacy = root / info.sha256  # written by an unknown transformers version (cache format 1): not reusable
+    if legacy.is_dir():
+        shutil.rmtree(legacy, ignore_errors=True)
     if entry.exists():
         problem = check_entry(entry)
         if problem is None:
@@ -182,7 +195,10 @@ def converted_dir(path: Path, info: GGUFInfo, *, quiet: bool = False) -> Path:
 
 
 def check_entry(entry: Path) -> str | None:
-    """``None`` if the cache entry is complete and unaltered, else what is wrong with it (one phrase)."""
+    """``None`` if the cache entry is complete, unaltered and written by this transformers version, else what is
+    wrong with it (one phrase)."""
+    import transformers
+
     try:
         marker = json.loads((entry / MARKER).read_text(encoding="utf-8"))
         files = marker["files"]
@@ -190,6 +206,8 @@ def check_entry(entry: Path) -> str | None:
             return "unknown cache format"
     except (OSError, ValueError, KeyError, TypeError):
         return "no completion marker"
+    if marker.get("transformers") != transformers.__version__:
+        return f"written by transformers {marker.get('transformers')}, this is {transformers.__version__}"
     for name, want in files.items():
         f = entry / name
         if not f.is_file():
@@ -227,19 +245,13 @@ def _convert(path: Path, dest: Path) -> None:
     from gammalens.architecture import quiet_transformers
 
     kw = {"gguf_file": path.name}
-    bars = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # transformers' per-tensor dequantisation bar is a bare tqdm
     try:
-        with quiet_transformers():
+        # transformers' per-tensor dequantisation bar is a bare tqdm (no switch reaches it once tqdm is imported)
+        with quiet_transformers(), open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
             tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
             model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
     except Exception as err:
         raise ModelError(f"transformers cannot load {path.name} from GGUF: {first_line(err)}") from None
-    finally:
-        if bars is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = bars
     if getattr(model, "hf_quantizer", None) is not None:
         # transformers ≥ 5.3 keeps a GGUF load marked as quantized and refuses to save it; its weights are
         # already dequantised fp32, so it is saved as the plain model it is
@@ -250,12 +262,36 @@ def _convert(path: Path, dest: Path) -> None:
     with quiet_transformers():
         model.save_pretrained(dest)
         tokenizer.save_pretrained(dest)
+    check_tokenizer_round_trip(tokenizer, dest, path.name)
+
+
+def check_tokenizer_round_trip(tokenizer: Any, saved: Path, name: str) -> None:
+    """Raise :class:`ModelError` unless the tokenizer saved in ``saved`` gives ``tokenizer``'s ids.
+
+    Measurements load the saved copy, so a copy that reads back differently would silently measure other
+    tokens; this compares both on :data:`ROUND_TRIP_TEXT`.
+    """
+    from transformers import AutoTokenizer
+
+    from gammalens.architecture import quiet_transformers
+
+    with quiet_transformers():
+        reloaded = AutoTokenizer.from_pretrained(saved)
+    want, got = tokenizer(ROUND_TRIP_TEXT)["input_ids"], reloaded(ROUND_TRIP_TEXT)["input_ids"]
+    if got != want:
+        import transformers
+
+        raise ModelError(f"transformers {transformers.__version__} saves the tokenizer of {name} in a form it reads "
+                         f"back differently ({type(reloaded).__name__}: {len(got)} ids instead of {len(want)}); "
+                         "try another transformers version")
 
 
 def _write_marker(partial: Path, info: GGUFInfo) -> None:
     files = {f.name: {"size": f.stat().st_size, "sha256": sha256_now(f)}
              for f in sorted(partial.iterdir()) if f.is_file()}
-    body = {"format": CACHE_FORMAT, "source": info.to_dict(), "files": files}
+    import transformers
+
+    body = {"format": CACHE_FORMAT, "transformers": transformers.__version__, "source": info.to_dict(), "files": files}
     (partial / MARKER).write_text(json.dumps(body, indent=2), encoding="utf-8")
 
 
