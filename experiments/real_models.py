@@ -9,7 +9,7 @@ run directories each time.
     .venv/bin/python experiments/real_models.py --out runs/real --docs docs            # ~1–2 h on 2 cores
 
 Cells (context × corpus × windows):
-- ``measure``: 512 × stdlib × 16, 512 × random × 8, 2048 × {stdlib, random} × 2, 8192 × {stdlib, random} × 1;
+- ``measure``: 512 × stdlib × 16, 512 × random × 8, 2048 × {stdlib, random} × 8, 8192 × {stdlib, random} × 6;
 - ``rescale``: θ × {1/16, 1/4, 1, 4, 16} at 512 × random × 4 (the weights untouched; config θ changed);
 - ``sinks``: 512 × stdlib × 4 with the massive-activation ablation;
 - ``taf``: the book's fixed-key estimator (``--estimator taf``) on stdlib and random, and on random at θ = 10⁴;
@@ -35,8 +35,8 @@ THETA = 1e5
 # the book's atlas rows for HuggingFaceTB/SmolLM2-135M (the base model, bf16; ours is the Instruct, Q4_1)
 BOOK = {"text": 0.748, "random": 0.627, "random_theta_1e4": 0.902}
 # sized for 2 shared CPU cores (~10 tokens/s at 512 while other jobs run); a GPU can afford far more windows
-MEASURE_CELLS = [(512, "stdlib", 16), (512, "random", 8), (2048, "stdlib", 2), (2048, "random", 2),
-                 (8192, "stdlib", 1), (8192, "random", 1)]
+MEASURE_CELLS = [(512, "stdlib", 16), (512, "random", 8), (2048, "stdlib", 8), (2048, "random", 8),
+                 (8192, "stdlib", 6), (8192, "random", 6)]
 RESCALE = (1 / 16, 1 / 4, 1.0, 4.0, 16.0)
 RESCALE_CELL = (512, "random", 4)
 SINKS_CELL = (512, "stdlib", 4)
@@ -47,11 +47,13 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_dir_of(parent: Path) -> Path | None:
-    """The finished run directory inside a cell's parent folder, if any."""
+def run_dir_of(parent: Path, windows: int | None = None) -> Path | None:
+    """The newest finished run directory inside a cell's parent folder (with ``windows`` windows, if given)."""
     if not parent.is_dir():
         return None
     done = [p for p in sorted(parent.iterdir()) if not p.name.startswith(".") and (p / "manifest.json").is_file()]
+    if windows is not None:  # a cell re-sized to more windows is measured again, next to the old run
+        done = [p for p in done if json.loads((p / "manifest.json").read_text())["settings"]["windows"] == windows]
     return done[-1] if done else None
 
 
@@ -60,7 +62,7 @@ def measure_cell(out: Path, name: str, model: str, context: int, corpus: str, wi
     from gammalens.measurement import measure
 
     parent = out / name
-    found = run_dir_of(parent)
+    found = run_dir_of(parent, windows)
     if found is not None:
         return found
     log(f"measure {name}")
