@@ -47,7 +47,9 @@ class CKACallback(TrainerCallback):
         self.monitor: CKAMonitor | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        device = next(model.parameters()).device
+        from gammalens.models import execution_device
+
+        device = execution_device(model)  # where the inputs go, also for a device_map-dispatched model
         probe = self.probe_inputs
         probe = ({k: v.to(device) for k, v in probe.items()} if isinstance(probe, dict) else probe.to(device))
         self.monitor = CKAMonitor(model, probe, **self.settings)
