@@ -349,7 +349,7 @@ def taf_gamma(model: Any = None, *, settings: TafSettings | None = None, loaded:
                     ids = load_windows(settings.corpus, tokenizer, d + PREFIX, settings.windows, seed=seed).input_ids
                 rows = []
                 for b0 in range(0, len(ids), settings.batch_size):
-                    batch = torch.as_tensor(ids[b0:b0 + settings.batch_size]).to(dev)
+                    batch = torch.tensor(ids[b0:b0 + settings.batch_size], dtype=torch.long).to(dev)  # a copy: the windows are read-only
                     body(input_ids=batch, attention_mask=torch.ones_like(batch))
                     if len(probe.rows) != arch["n_layers"]:
                         raise GammalensError(f"{arch['model_type']}: the probe saw {len(probe.rows)} of "
