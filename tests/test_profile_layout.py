@@ -233,3 +233,16 @@ def test_a_damaged_compact_profile_is_a_one_line_format_error(runs, tmp_path: Pa
     with pytest.raises(RunFormatError, match=needle) as exc:
         read_run(run_dir).profile("mass_cs" if damage == "drop edges_cs" else "mass")
     assert "\n" not in str(exc.value)
+
+
+def test_the_summary_names_a_compact_profile(runs) -> None:
+    from rich.console import Console
+
+    from gammalens.summary import print_summary
+
+    out = {}
+    for name, result in zip(("full", "compact"), runs, strict=True):
+        console = Console(record=True, width=200)
+        print_summary(result, console=console)
+        out[name] = console.export_text()
+    assert f"profile.npz: compact:{E} layout" in out["compact"] and "profile.npz:" not in out["full"]

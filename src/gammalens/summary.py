@@ -61,6 +61,11 @@ def print_summary(result: Any, console: Any = None) -> None:
     if result.run_dir is not None:
         files = ", ".join(sorted(p.name for p in result.run_dir.iterdir()))
         console.print(f"outputs: {result.run_dir}/ ({files})")
+        layout = man.get("profile_layout", "full")
+        if layout != "full":  # say so when the stored profile is binned beyond E (docs/run_format.md)
+            size = (result.run_dir / "profile.npz").stat().st_size / 2**20
+            console.print(f"profile.npz: {layout} layout, {size:.1f} MiB (distances beyond "
+                          f"{layout.partition(':')[2]} stored as log-spaced bin sums; fits use the exact sums)")
 
 
 def summary_dict(result: Any) -> dict:
