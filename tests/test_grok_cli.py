@@ -18,7 +18,14 @@ def test_short_run_end_to_end(tmp_path, capsys) -> None:
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
     result = json.loads((tmp_path / "r.json").read_text())
     assert [int(r["step"]) for r in rows] == list(range(0, 301, 10))
-    assert float(rows[-1]["train_acc"]) == 1.0  # 60 training pairs are memorised in 300 steps
+    # What the run promises, not one CPU's trajectory: the 60 training pairs get memorised and the loss falls.
+    # Measured over three instruction sets (experiments/cross_isa.py, docs/determinism.md): every run reaches
+    # train accuracy 1.0 by step 40 of 300 and its loss falls from 2.55 to ≤ 0.02 at the median of the last 10
+    # evaluations; the final evaluation alone is not robust (Adam spikes: 0.933 on one setting, 1.0 on others).
+    acc = [float(r["train_acc"]) for r in rows]
+    loss = [float(r["train_loss"]) for r in rows]
+    assert max(acc) == 1.0 and acc.index(1.0) <= 15  # memorised within the first half of the run
+    assert sorted(loss[-10:])[5] < 0.1 * loss[0]  # median of the last 10 evaluations: 100× margin observed
     # the grokking step and the detector's step follow from the curves as documented
     grok = next((int(r["step"]) for r in rows if float(r["test_acc"]) >= 0.95), None)
     assert result["grok_step"] == grok
