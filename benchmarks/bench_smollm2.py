@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from gammalens.models import load_model, resolve_model
+    from gammalens.model.load import load_model, resolve_model
 
     model, _ = load_model(resolve_model("smollm2"))
     print(f"SmolLM2-135M-Instruct (Q4_1 dequantised to fp32), torch {torch.__version__}, {args.threads} threads")

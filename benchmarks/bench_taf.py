@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from gammalens.models import load_model, resolve_model
+    from gammalens.model.load import load_model, resolve_model
     from gammalens.taf import taf_gamma
 
     src = resolve_model(args.model)

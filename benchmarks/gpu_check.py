@@ -18,7 +18,7 @@ Steps, each bounded by what is left of ``--budget-s`` (later steps are skipped, 
 3. **device_map** (``--device auto``): a tiny random-init Llama split by ``device_map`` (modules offloaded
    to cpu, their weights on ``meta``; layers on ``cuda:0`` and ``cuda:1`` when there are two GPUs) gives the
    probe the same sums as the model whole on ``cuda:0``, for both backends: ``measure()``'s placement
-   (:func:`gammalens.models.execution_device`), without its fitting dependencies; needs ``accelerate``.
+   (:func:`gammalens.model.load.execution_device`), without its fitting dependencies; needs ``accelerate``.
 4. **speed**: a random-init ``LlamaModel`` with Llama-3.1-8B's attention geometry (hidden 4096, 32 heads,
    8 KV heads, head_dim 128, MLP 14336, ``--layers`` layers), bf16, batch 1, at ``--contexts`` tokens:
    plain sdpa forward vs the measuring forward (triton, and chunked where it fits in time) vs eager
@@ -266,7 +266,7 @@ def device_map_check(args: argparse.Namespace) -> dict:
 
 def _probe_sums(net, ids: torch.Tensor, backend: str) -> tuple[dict, str]:
     """One probed forward placed as ``measure()`` places it: the accumulator's sums (on cpu) and the backend."""
-    from gammalens.models import execution_device
+    from gammalens.model.load import execution_device
     from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
     from gammalens.probe.backend import DistanceProbe, probing
 

@@ -59,7 +59,7 @@ def run_dir_of(parent: Path, windows: int | None = None) -> Path | None:
 
 def measure_cell(out: Path, name: str, model: str, context: int, corpus: str, windows: int, atlas: Path | None,
                  record: bool, **settings: Any) -> Path:
-    from gammalens.measurement import measure
+    from gammalens import measure
 
     parent = out / name
     found = run_dir_of(parent, windows)
@@ -101,8 +101,8 @@ def rescaled_view(model_dir: Path, factor: float, dest: Path) -> float:
 
 
 def converted_model_dir() -> Path:
-    from gammalens.gguf_cache import converted_dir, read_gguf_info
-    from gammalens.models import resolve_model
+    from gammalens.model.gguf_cache import converted_dir, read_gguf_info
+    from gammalens.model.load import resolve_model
 
     src = resolve_model(MODEL)
     return converted_dir(src.gguf_path, read_gguf_info(src.gguf_path))
@@ -247,6 +247,7 @@ def write_rescale_table(args: argparse.Namespace, rescaled: dict[float, Path]) -
 def run_sinks(args: argparse.Namespace, atlas: Path | None, record: bool) -> None:
     import numpy as np
 
+    from gammalens.publish import publish_sinks
     from gammalens.sinks.run import measure_sinks
 
     path = args.out / "sinks.json"
@@ -254,8 +255,8 @@ def run_sinks(args: argparse.Namespace, atlas: Path | None, record: bool) -> Non
         return
     context, corpus, windows = SINKS_CELL
     log("sinks")
-    r = measure_sinks(MODEL, context=context, corpus=corpus, windows=windows, out=args.out / "sinks",
-                      record=record, atlas=atlas, batch_size=1)
+    r = publish_sinks(measure_sinks(MODEL, context=context, corpus=corpus, windows=windows, batch_size=1),
+                      args.out / "sinks", record=record, atlas=atlas)
     b, a = r.baseline, r.ablated
     body = {"run": str(r.run_dir), "sink_rate": r.sink_rate, "sink_mass_k1": float(b.mass_k(1).mean()),
             "model_gamma": b.model_gamma, "bos_note": r.bos_note,
@@ -282,7 +283,7 @@ def read_csv(path: Path) -> list[dict]:
 def write_predictions(args: argparse.Namespace) -> None:
     """real_models_predict.csv: per (context, layer), measured γ on stdlib and random against γ_Padé(θ, T), the
     kernel predictor β·S(θ, T) and the weight predictor (the zoo's constants, not refitted on SmolLM2)."""
-    from gammalens.models import load_model, resolve_model
+    from gammalens.model.load import load_model, resolve_model
     from gammalens.theory.pade import gamma_pade
     from gammalens.zoo.predictor import kernel_slope, pooled_gamma, weight_kernels
 

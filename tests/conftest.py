@@ -45,6 +45,13 @@ def arch_specs() -> dict[str, tuple[str, str, dict]]:
                                                                  "head_dim": 8, "attn_logit_softcapping": 5.0,
                                                                  "final_logit_softcapping": 30.0, "sliding_window": 10,
                                                                  "query_pre_attn_scalar": 20}),
+        # Gemma-3: hybrid layers (one sliding, one global), each with its own θ; no soft-cap in the text model
+        "gemma3_hybrid": ("Gemma3TextConfig", "Gemma3ForCausalLM", {**common, "intermediate_size": 64,
+                                                                    "num_attention_heads": 4, "num_key_value_heads": 1,
+                                                                    "head_dim": 8, "sliding_window": 10,
+                                                                    "layer_types": ["sliding_attention",
+                                                                                    "full_attention"],
+                                                                    "query_pre_attn_scalar": 8}),
         "gpt_neox_partial": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {**common, "intermediate_size": 64,
                                                                      "num_attention_heads": 4, "rotary_pct": 0.25}),
         "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"vocab_size": 30522, "n_embd": 32, "n_layer": 2, "n_head": 4,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gammalens.architecture import architecture, from_model, model_facts
-from gammalens.models import arch_facts
+from gammalens.model.architecture import architecture, from_model, model_facts
+from gammalens.model.load import arch_facts
 from tests.conftest import arch_specs, build_tiny
 
 # what each tiny model of the contract matrix is, from its constructor arguments (tests/conftest.py)

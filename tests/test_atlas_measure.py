@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("isolated_atlas")
 
 
 @pytest.fixture
-def run_dir(minilm_run: gammalens.measurement.MeasureResult) -> Path:
+def run_dir(minilm_run: gammalens.measuring.pipeline.MeasureResult) -> Path:
     """The run directory of conftest's shared MiniLM measurement (no second measurement here)."""
     return Path(minilm_run.run_dir)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from gammalens.card.config_card import build_card
 from gammalens.cli import main
 from gammalens.errors import TheoryError
-from gammalens.theory.architecture import architecture
-from gammalens.theory.card import build_card
+from gammalens.model.architecture import architecture
 
 GIB = 2**30
 

@@ -270,13 +270,16 @@ def test_related_claims_follow_the_runs_numbers():
 
 
 def test_the_report_links_the_claims(tmp_path, monkeypatch):
+    from gammalens.claims.links import links_for_run
     from gammalens.report import write_report
     from tests.run_fixtures import write_run
 
     monkeypatch.setenv("GAMMALENS_ATLAS", str(tmp_path / "atlas.duckdb"))
     run = write_run(tmp_path / "runs", extra_columns={"gamma_pade": np.full((2, 4), 0.95),
                                                       "gamma_pade_rel_error": np.full((2, 4), -0.2)})
-    html = write_report([run], tmp_path / "report.html").read_text(encoding="utf-8")
+    # the report takes claim links as data: without them it has no claims section
+    assert "Claims this run bears on" not in write_report([run], tmp_path / "bare.html").read_text(encoding="utf-8")
+    html = write_report([run], tmp_path / "report.html", claim_links=links_for_run).read_text(encoding="utf-8")
     assert "Claims this run bears on" in html
     for cid in ("estimator.null-corrected", "pade.median-error", "sinks.massive-activations-cause"):
         assert f"<code>{cid}</code>" in html

@@ -9,7 +9,7 @@ import pytest
 import typer
 
 from gammalens.cli import app
-from gammalens.measurement import MeasureConfig
+from gammalens.measuring.config import MeasureConfig
 
 
 def _params(command: str) -> dict[str, object]:
@@ -40,7 +40,7 @@ def test_sinks_shares_measures_flags() -> None:
 
 
 def test_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gammalens.measurement as measurement
+    import gammalens.measuring.pipeline as measurement
     from gammalens.cli import main
 
     seen = {}

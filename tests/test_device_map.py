@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from gammalens.measurement import MeasureConfig, measure
-from gammalens.models import execution_device, load_model, resolve_model
+from gammalens.measuring.pipeline import MeasureConfig, measure
+from gammalens.model.load import execution_device, load_model, resolve_model
 from gammalens.probe.backend import registered_probes
 from tests.conftest import save_tiny
 
@@ -154,7 +154,7 @@ def test_sinks_on_a_split_model(llama_dir: Path, tmp_path: Path) -> None:
     """``gammalens sinks`` (observers on the probe's probabilities, massive-activation hooks) on a split model."""
     from gammalens.sinks import measure_sinks
 
-    kw = {"corpus": "random", "context": 32, "windows": 4, "bootstrap": 0, "report": False}
+    kw = {"corpus": "random", "context": 32, "windows": 4, "bootstrap": 0}
     split = load_placed(llama_dir, split_maps("cpu", "disk")["embeddings_offloaded"], offload_folder=tmp_path)
     got = measure_sinks(split[0], tokenizer=split[1], **kw).baseline
     net, tok = load_placed(llama_dir, None)

@@ -55,7 +55,7 @@ def extras(tmp, manifest):
 
 while time.time() < start_at:
     time.sleep(0.0005)
-from gammalens.failure import clean_exit
+from gammalens.cli.failure import clean_exit
 with clean_exit():
     manifest = {"model": {"id": "fixture/model"}, "settings": {"context": 64}}
     rows = [{"name": "model", "scope": "model", "gamma": 0.5}]

@@ -19,7 +19,7 @@ def test_report_receipt_names_the_run_folder_not_the_partial_one(minilm_run) -> 
 
 
 def test_piped_summary_keeps_every_number(minilm_run, capsys) -> None:
-    from gammalens.summary import print_summary
+    from gammalens.cli.summary import print_summary
 
     print_summary(minilm_run)           # pytest's captured stdout is not a terminal, like a pipe or a log
     out = capsys.readouterr().out

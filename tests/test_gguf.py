@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from gammalens import gguf_cache
 from gammalens.errors import ModelError
-from gammalens.models import load_model, resolve_model
+from gammalens.model import gguf_cache
+from gammalens.model.load import load_model, resolve_model
 from tests.gguf_writer import N_KV, THETA, TOKENIZER, build_llama, write_gguf
 from tests.test_cli import assert_clean_failure, run_cli
 
@@ -95,7 +95,7 @@ def test_header_is_read_and_recorded(gguf_path, cache, tmp_path) -> None:
     assert (info.architecture, info.file_type, info.dequantised) == ("llama", "ALL_F32", True)
     assert info.tensor_types == {"F32": 3 + 9 * 2}
 
-    from gammalens.measurement import measure
+    from gammalens import measure
 
     r = measure(str(gguf_path), context=64, windows=2, bootstrap=0, out=tmp_path / "runs", report=False)
     man = json.loads((r.run_dir / "manifest.json").read_text())
@@ -108,7 +108,7 @@ def test_header_is_read_and_recorded(gguf_path, cache, tmp_path) -> None:
 def test_measuring_the_gguf_equals_measuring_the_original(original, gguf_path, cache, tmp_path) -> None:
     from transformers import AutoTokenizer
 
-    from gammalens.measurement import measure
+    from gammalens.measuring.pipeline import measure
 
     hf = tmp_path / "hf"
     original.save_pretrained(hf)

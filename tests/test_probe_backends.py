@@ -46,7 +46,7 @@ def test_bad_choices_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_measure_config_validates_backend() -> None:
-    from gammalens.measurement import MeasureConfig
+    from gammalens.measuring.config import MeasureConfig
 
     assert MeasureConfig(backend="chunked").backend == "chunked"
     with pytest.raises(GammalensError, match="--backend"):

@@ -33,7 +33,7 @@ VARIANTS = {"chunk7": {"chunk_size": 7, "backend": "chunked"}, "chunk_auto": {"b
             "triton": {"backend": "triton", "block": 32}}
 # the interpreter is slow (~1 s per layer here): on CPU the fused kernel runs the architectures that exercise its
 # masks (GQA, sliding window, soft-cap + window, partial rotary, bidirectional); on CUDA it runs them all
-INTERPRETED = ("llama_gqa", "mistral_swa", "gemma2_softcap", "gpt_neox_partial", "bert")
+INTERPRETED = ("llama_gqa", "mistral_swa", "gemma2_softcap", "gemma3_hybrid", "gpt_neox_partial", "bert")
 CASES = [(v, lengths) for v in VARIANTS for lengths in ("padded", "whole") if (v, lengths) != ("triton", "whole")]
 
 
@@ -41,7 +41,7 @@ def _window(model, arch: str, layer: int) -> int | None:
     cfg = model.config
     if arch == "mistral_swa":
         return cfg.sliding_window
-    if arch == "gemma2_softcap":
+    if arch in ("gemma2_softcap", "gemma3_hybrid"):
         return cfg.sliding_window if cfg.layer_types[layer] == "sliding_attention" else None
     return None
 

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gammalens.measurement import MeasureConfig, measure
+from gammalens import measure
+from gammalens.measuring.config import MeasureConfig
 from gammalens.probe import grid, profile
 from gammalens.probe.grid import bin_sums, expand, grid_edges
 from gammalens.probe.profile import DistanceProfile, profile_nbytes
@@ -140,7 +141,7 @@ def test_report_renders_from_a_compact_run(runs) -> None:
 
 
 def test_verify_reproduces_a_compact_run(runs) -> None:
-    from gammalens.verify import verify_run
+    from gammalens.measuring.verify import verify_run
 
     v = verify_run(runs[1].run_dir)
     assert v.ok and v.max_abs_diff == 0.0, v
@@ -238,7 +239,7 @@ def test_a_damaged_compact_profile_is_a_one_line_format_error(runs, tmp_path: Pa
 def test_the_summary_names_a_compact_profile(runs) -> None:
     from rich.console import Console
 
-    from gammalens.summary import print_summary
+    from gammalens.cli.summary import print_summary
 
     out = {}
     for name, result in zip(("full", "compact"), runs, strict=True):

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from gammalens.errors import GammalensError
-from gammalens.models import load_model, resolve_model
+from gammalens.model.load import load_model, resolve_model
 from gammalens.probe.backend import registered_probes
+from gammalens.publish import publish_sinks
 from gammalens.sinks import measure_sinks
 from gammalens.sinks.ablation import ablating
 from gammalens.sinks.massive import MassiveDetector, decoder_layers
@@ -179,7 +180,7 @@ def test_nothing_left_hooked_after_errors(reader_llama, tmp_path) -> None:
     failing = decoder_layers(net)[0].register_forward_hook(fail_in_second_pass)
     try:
         with pytest.raises(RuntimeError, match="planted failure"):
-            measure_sinks(net, tokenizer=tok, out=tmp_path / "runs", batch_size=1, **SETTINGS)
+            publish_sinks(measure_sinks(net, tokenizer=tok, batch_size=1, **SETTINGS), tmp_path / "runs")
     finally:
         failing.remove()
         handle.remove()

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gammalens.corpus import load_windows
-from gammalens.measurement import measure
-from gammalens.models import load_model, resolve_model
+from gammalens.measuring.pipeline import measure
+from gammalens.model.load import load_model, resolve_model
 from gammalens.probe.backend import registered_probes
 from gammalens.sinks import SinkConfig, correlate
 from gammalens.sinks.measures import SinkObserver

@@ -12,9 +12,11 @@ import pytest
 
 import gammalens
 from gammalens.atlas import connect
+from gammalens.atlas.sink_gamma import across_models
 from gammalens.probe.backend import registered_probes
+from gammalens.publish import publish_sinks
 from gammalens.runs.reader import read_fits_csv
-from gammalens.sinks import across_models, correlate, measure_sinks, read_sinks
+from gammalens.sinks import correlate, measure_sinks, read_sinks
 from tests.conftest import save_tiny
 from tests.test_cli import assert_clean_failure, run_cli
 
@@ -24,7 +26,7 @@ MINILM = {"context": 64, "windows": 4, "bootstrap": 20}
 @pytest.fixture(scope="module")
 def minilm_sinks(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("minilm_sinks")
-    return measure_sinks("minilm", out=tmp / "runs", record=True, atlas=tmp / "atlas.duckdb", **MINILM), tmp
+    return publish_sinks(measure_sinks("minilm", **MINILM), tmp / "runs", record=True, atlas=tmp / "atlas.duckdb"), tmp
 
 
 def test_minilm_sinks_on_real_weights(minilm_sinks) -> None:
@@ -43,7 +45,7 @@ def test_minilm_sinks_on_real_weights(minilm_sinks) -> None:
 
 def test_observers_and_hooks_leave_gamma_alone(minilm_sinks) -> None:
     """The baseline pass is a plain measurement: same γ, CIs and sink mass, and `gammalens verify` accepts it."""
-    from gammalens.verify import verify_run
+    from gammalens.measuring.verify import verify_run
 
     r, _ = minilm_sinks
     plain = gammalens.measure("minilm", **MINILM)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gammalens.models import load_model, resolve_model
+from gammalens.model.load import load_model, resolve_model
 
 pytestmark = pytest.mark.smollm2
 
@@ -57,7 +57,7 @@ def test_greedy_generation_is_sensible(smollm2) -> None:
 
 
 def test_measure_smollm2_end_to_end(smollm2, tmp_path) -> None:
-    from gammalens.measurement import measure
+    from gammalens import measure
 
     src, net, tok = smollm2
     r = measure("smollm2", context=96, windows=2, bootstrap=20, out=tmp_path / "runs", report=False,

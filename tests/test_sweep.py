@@ -89,7 +89,7 @@ def test_bad_specs_are_one_line_errors(text: str, needle: str, tmp_path, capsys)
 
 
 def test_settings_hash_resolves_context_like_measure() -> None:
-    from gammalens.measurement import MeasureConfig
+    from gammalens.measuring.config import MeasureConfig
 
     explicit = plan_cell(1, MeasureConfig(model="gammalens-tiny", context=512))
     default = plan_cell(2, MeasureConfig(model="gammalens-tiny"))
@@ -102,8 +102,8 @@ def test_settings_hash_resolves_context_like_measure() -> None:
 # --- the local executor -----------------------------------------------------------------------------------
 
 def test_local_sweep_isolates_a_failing_cell_and_reruns_as_a_no_op(tmp_path, capsys) -> None:
+    from gammalens import measure
     from gammalens.cli import main
-    from gammalens.measurement import measure
 
     spec = write_spec(tmp_path / "s.toml", 'models = ["gammalens-tiny", "./no-such-model"]\ncontexts = [32, 48]\n')
     with pytest.raises(SystemExit) as ex:

@@ -193,7 +193,7 @@ def test_bad_settings_are_taf_errors() -> None:
     assert TafSettings().usable(max_positions=65, allow_extrapolation=True) == TAF_DISTANCES
     with pytest.raises(TafError, match="at least two distances"):
         TafSettings(fit_min_distance=50).usable(max_positions=128)
-    from gammalens.measurement import MeasureConfig
+    from gammalens.measuring.config import MeasureConfig
 
     with pytest.raises(GammalensError, match="--estimator"):
         MeasureConfig(estimator="book")
@@ -224,7 +224,7 @@ def test_cli_estimator_taf_end_to_end(tmp_path, capsys) -> None:
     assert ours == [("model", "null", pytest.approx(man["result"]["gamma"]))]
     from types import SimpleNamespace
 
-    from gammalens.summary import summary_dict
+    from gammalens.cli.summary import summary_dict
 
     fake = SimpleNamespace(manifest=man, run_dir=None, model_fit={"gamma": man["result"]["gamma"]}, fits=[])
     assert summary_dict(fake)["taf"]["gamma"] == pytest.approx(taf["gamma"])  # `measure --json` carries it

@@ -9,7 +9,7 @@ import pytest
 
 MODULES = [f"gammalens.theory.{name}" for name in ("annotate", "fractional", "kv_window", "pade", "phases", "rope",
                                                     "thermo")]
-MODULES += ["gammalens.fit.power_law", "gammalens.fit.bootstrap", "gammalens.architecture", "gammalens.card.config_card", "gammalens.card.kv_cache", "gammalens.card.params"]
+MODULES += ["gammalens.fit.power_law", "gammalens.fit.bootstrap", "gammalens.model.architecture", "gammalens.card.config_card", "gammalens.card.kv_cache", "gammalens.card.params"]
 
 
 @pytest.mark.parametrize("name", MODULES)

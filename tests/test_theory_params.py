@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gammalens.card import kv_cache
+from gammalens.card.params import FORMULA_TYPES, parameter_count
 from gammalens.errors import TheoryError
-from gammalens.theory import kv_cache
-from gammalens.theory.architecture import architecture, load_config
-from gammalens.theory.params import FORMULA_TYPES, parameter_count
+from gammalens.model.architecture import architecture, load_config
 
 BASE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 96, "vocab_size": 100, "max_position_embeddings": 256, "pad_token_id": 0}

@@ -123,7 +123,7 @@ def test_report_markers_keep_the_prose(tmp_path):
 
 def test_shipped_model_loads_offline_and_measures():
     import gammalens
-    from gammalens.models import DEFAULT_MODEL, embedded_models
+    from gammalens.model.load import DEFAULT_MODEL, embedded_models
 
     path = embedded_models().get("gammalens-tiny")
     assert path is not None, "gammalens-tiny must ship inside the package (src/gammalens/zoo/gammalens-tiny)"

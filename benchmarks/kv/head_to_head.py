@@ -170,7 +170,7 @@ def main(argv=None):
 
     from gammalens.corpus import load_windows
     from gammalens.kv.plan import PlanConfig, load_run, plan_from_tails
-    from gammalens.models import load_model, resolve_model
+    from gammalens.model.load import load_model, resolve_model
 
     model, tok = load_model(resolve_model(args.model), device=args.device)
     facts, tails, manifest = load_run(args.run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from gammalens import terminal
 from gammalens.atlas.compare import Comparison
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ def _counts(row: Any, *names: str) -> str:
 
 
 def _console() -> Any:
-    from gammalens import terminal
 
     return terminal.console()
 

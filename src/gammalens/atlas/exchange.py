@@ -22,6 +22,7 @@ from gammalens.atlas.card import dataset_card
 from gammalens.atlas.schema import ADDED_COLUMNS, DATA_TABLES, OLDEST_IMPORTABLE, PRIMARY_KEYS, SCHEMA_VERSION, TABLES
 from gammalens.atlas.store import AtlasError, connect, scalar, transaction
 from gammalens.atlas.taf import ImportFileError
+from gammalens.version import __version__
 
 EXPORT_FORMAT = "gammalens.atlas-export"
 _RUN_TABLES = ("runs", "fits", "fit_extras", "profiles")  # rows that belong to a run, merged run by run
@@ -55,7 +56,6 @@ def export_atlas(target: Path | str, atlas: Path | str | None = None, *, force: 
     dict
         Rows written per table.
     """
-    from gammalens.version import __version__
 
     target = Path(target)
     if target.exists() or target.is_symlink():

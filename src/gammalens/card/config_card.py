@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gammalens.architecture import Architecture, architecture, load_config
+from gammalens import terminal
 from gammalens.card import kv_cache
 from gammalens.card.params import parameter_count
 from gammalens.errors import TheoryError
+from gammalens.model.architecture import Architecture, architecture, load_config
 from gammalens.theory import kv_window, pade, phases, rope
 
 GIB = 2**30
@@ -336,7 +337,6 @@ def render(card: ConfigCard, console: Any = None) -> None:
     """Print the card as rich tables: facts and predictions, then the verdicts."""
     from rich.table import Table
 
-    from gammalens import terminal
 
     console = console or terminal.console()
     a, r, p, m = card.architecture, card.rope, card.prediction, card.memory

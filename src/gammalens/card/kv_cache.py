@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gammalens.architecture import Architecture
 from gammalens.errors import TheoryError
+from gammalens.model.architecture import Architecture
 
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0, "float32": 4.0, "bf16": 2.0, "bfloat16": 2.0, "fp16": 2.0, "float16": 2.0,
@@ -38,7 +38,7 @@ def dtype_bytes(name: str) -> float:
 def cached_tokens(arch: Architecture, context: int) -> np.ndarray:
     """Tokens each layer caches at context T, shape (n_layers,).
 
-    >>> from gammalens.architecture import architecture
+    >>> from gammalens.model.architecture import architecture
     >>> a = architecture({"model_type": "mistral", "num_hidden_layers": 2, "hidden_size": 64,
     ...                   "num_attention_heads": 4, "vocab_size": 10, "sliding_window": 100})
     >>> cached_tokens(a, 1000)
@@ -66,7 +66,7 @@ def kv_cache_bytes(arch: Architecture, context: int, *, batch: int = 1, element_
 
     Examples
     --------
-    >>> from gammalens.architecture import architecture
+    >>> from gammalens.model.architecture import architecture
     >>> a = architecture({"model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096,
     ...                   "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256})
     >>> kv_cache_bytes(a, 8192) / 2**30  # 2 × 32 × 8 × 128 × 8192 × 2 bytes

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gammalens.architecture import Architecture, quiet_transformers
 from gammalens.errors import TheoryError
+from gammalens.model.architecture import Architecture, quiet_transformers
 
 # model_type → (q/k/v bias, o bias, MLP bias, norms per layer, q/k norms): from transformers' modules.
 # "cfg:NAME" reads the boolean config field NAME (default False).
@@ -107,7 +107,7 @@ def parameter_count(arch: Architecture) -> ParameterCount:
 
     Examples
     --------
-    >>> from gammalens.architecture import architecture
+    >>> from gammalens.model.architecture import architecture
     >>> gpt2 = architecture({"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12,
     ...                      "vocab_size": 50257, "n_positions": 1024})
     >>> parameter_count(gpt2)

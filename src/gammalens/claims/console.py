@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gammalens import terminal
 from gammalens.claims.docs import verdict_mark
 from gammalens.claims.ledger import Claim, Ledger
 from gammalens.claims.verify import ReceiptResult
@@ -13,7 +14,6 @@ _STATUS = {"pass": "[green]✅ pass[/]", "fail": "[red]❌ fail[/]", "skipped": 
 
 def make_console() -> Any:
     """The project's console (:func:`gammalens.terminal.console`): wide and colourless when piped."""
-    from gammalens import terminal
 
     return terminal.console()
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gammalens.claims.ledger import load_ledger
+
 
 @dataclass(frozen=True)
 class ClaimLink:
@@ -49,7 +51,6 @@ def related_claims(model_fit: dict[str, Any], corpus: str | None = None, taf: di
     taf : dict, optional
         The manifest's ``taf`` block (``--estimator taf``): links the fixed-key estimator's claim.
     """
-    from gammalens.claims.ledger import load_ledger
 
     figures: dict[str, str] = {}
     if _finite(model_fit.get("gamma")):
@@ -74,3 +75,9 @@ def claims_line(links: list[ClaimLink]) -> str:
     if not links:
         return ""
     return f"claims this run bears on: {', '.join(link.claim_id for link in links)} (gammalens claims show ID)"
+
+
+def links_for_run(run: Any) -> list[ClaimLink]:
+    """The claims a run bears on, from its files (a :class:`~gammalens.runs.reader.RunFiles`): what the report shows."""
+    fit = {**(run.model_fit.get("extras") or {}), **run.model_fit}  # theory columns (γ_Padé …) are extras here
+    return related_claims(fit, (run.manifest.get("corpus") or {}).get("name"), run.manifest.get("taf"))

@@ -1,4 +1,4 @@
-"""The ``gammalens claims`` subcommands: list, show, verify, docs (registered in :mod:`gammalens.cli`)."""
+"""``gammalens claims``: list, show, verify, docs (with no subcommand: list)."""
 
 from __future__ import annotations
 
@@ -81,3 +81,8 @@ def claims_docs(
         print(f"{out} is up to date")
         return
     print(write_markdown(led, out))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``claims`` group to APP."""
+    app.add_typer(claims_app, name="claims")

@@ -15,6 +15,8 @@ Anything else is a bug and keeps its traceback (exit code 1).
 
 >>> with clean_exit():                        # doctest: +SKIP
 ...     app(args=argv, standalone_mode=False)
+
+Inside a command, :func:`ctrl_c_is_an_error` wraps the work that may be interrupted.
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ def _environment_message(err: BaseException) -> str | None:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         return f"the atlas database failed ({first}); check its file and free disk space, or pass another --atlas"
     return None
+
+
+@contextlib.contextmanager
+def ctrl_c_is_an_error() -> Iterator[None]:
+    """Turn Ctrl-C into a GammalensError here: click would otherwise swallow it in non-standalone mode."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise GammalensError("interrupted; no partial output was left behind") from None
 
 
 @contextlib.contextmanager

@@ -1,19 +1,18 @@
-"""``gammalens grok``: one grokking run, the multi-seed sweep, and its report (docs/grokking.md).
-
-Run options are defined once (the ``Opt*`` aliases) and shared by ``run`` and ``sweep``; they map
-one-to-one onto :class:`gammalens.grok.experiment.RunConfig` fields.
-"""
+"""``gammalens grok``: run, sweep, report (the grokking early warning and its multi-seed test, docs/grokking.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from gammalens.cli import options as opt
 
 grok_app = typer.Typer(name="grok", no_args_is_help=True,
                        help="Grokking early warning: inter-layer CKA monitor and its multi-seed test.")
 
+# the run options of `run` and `sweep`, defined once; each maps onto the RunConfig field of its name (RUN_OPTIONS)
 OptTask = Annotated[str, typer.Option(help="modular ((a + b) mod p) or parity (sparse parity).")]
 OptP = Annotated[int, typer.Option("--p", help="Modulus p.")]
 OptFrac = Annotated[float, typer.Option(help="Fraction of the p² pairs used for training.")]
@@ -25,17 +24,23 @@ OptWd = Annotated[float, typer.Option(help="AdamW weight decay.")]
 OptSteps = Annotated[int, typer.Option(help="Step budget (full-batch steps).")]
 OptEvery = Annotated[int, typer.Option(help="Evaluate accuracy and CKA every N steps.")]
 OptStopAfter = Annotated[int | None, typer.Option(help="Stop this many steps after grokking (default: full budget).")]
-OptDevice = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+RUN_OPTIONS = ("task", "p", "train_fraction", "d_model", "n_heads", "d_mlp", "lr", "weight_decay", "steps", "every",
+               "stop_after_grok", "device")
+
+# shared by `sweep` and `report`
+OptDoc = Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")]
 
 
-def _base(task: str, p: int, train_fraction: float, d_model: int, n_heads: int, d_mlp: int, lr: float,
-          weight_decay: float, steps: int, every: int, stop_after_grok: int | None, device: str,
-          **extra: float | int) -> object:
+def _run_config(params: dict[str, Any], **extra: float | int) -> Any:
+    """The :class:`~gammalens.grok.experiment.RunConfig` of a command's run options (RUN_OPTIONS) and EXTRA."""
     from gammalens.grok.experiment import RunConfig
 
-    return RunConfig(task=task, p=p, train_fraction=train_fraction, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp,
-                     lr=lr, weight_decay=weight_decay, steps=steps, every=every, stop_after_grok=stop_after_grok,
-                     device=device, **extra)
+    return RunConfig(**{name: params[name] for name in RUN_OPTIONS}, **extra)
+
+
+def _print_verdict(v: Any, doc: Path) -> None:
+    print(f"detected {v.detected}/{v.grokked} grokking runs; false alarms {v.false_alarms}/{v.controls}; "
+          f"Fisher p {v.fisher_p:.3g} → {doc}")
 
 
 @grok_app.command("run")
@@ -44,10 +49,11 @@ def grok_run(
     name: Annotated[str, typer.Option(help="Run name (file stem).")] = "run",
     task: OptTask = "modular", p: OptP = 97, train_fraction: OptFrac = 0.5, d_model: OptDModel = 128,
     n_heads: OptHeads = 4, d_mlp: OptDMlp = 512, lr: OptLr = 1e-3, weight_decay: OptWd = 1.0,
-    steps: OptSteps = 20_000, every: OptEvery = 50, stop_after_grok: OptStopAfter = None, device: OptDevice = "cpu",
+    steps: OptSteps = 20_000, every: OptEvery = 50, stop_after_grok: OptStopAfter = None,
+    device: opt.TorchDevice = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the split, probe batch and weights.")] = 0,
     cka_penalty: Annotated[float, typer.Option(help="λ of the penalty λ·(1 − CKA) (the intervention).")] = 0.0,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch.")] = 1,
+    threads: opt.Threads = 1,
 ) -> None:
     """Train one modular-arithmetic (or sparse-parity) run with the CKA monitor and report when it grokked."""
     import torch
@@ -55,9 +61,8 @@ def grok_run(
     from gammalens.grok.experiment import train_run
 
     torch.set_num_threads(threads)
-    cfg = _base(task, p, train_fraction, d_model, n_heads, d_mlp, lr, weight_decay, steps, every, stop_after_grok,
-                device, seed=seed, cka_penalty=cka_penalty)
-    r = train_run(cfg, out, name)  # type: ignore[arg-type]
+    cfg = _run_config(locals(), seed=seed, cka_penalty=cka_penalty)
+    r = train_run(cfg, out, name)
     print(f"{name}: grokking step {r.grok_step}, detector fired at {r.fire_step}, lead {r.lead}, "
           f"final train/test accuracy {r.final_train_acc:.3f}/{r.final_test_acc:.3f} ({r.seconds:.0f} s) → "
           f"{out / (name + '.csv')}")
@@ -67,10 +72,11 @@ def grok_run(
 def grok_sweep(
     out: Annotated[Path, typer.Option(help="Runs folder (one csv+json per run; finished runs are skipped).")]
     = Path("docs/grokking/runs"),
-    doc: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path("docs/grokking.md"),
+    doc: OptDoc = Path("docs/grokking.md"),
     task: OptTask = "modular", p: OptP = 97, train_fraction: OptFrac = 0.5, d_model: OptDModel = 128,
     n_heads: OptHeads = 4, d_mlp: OptDMlp = 512, lr: OptLr = 1e-3, weight_decay: OptWd = 1.0,
-    steps: OptSteps = 20_000, every: OptEvery = 50, stop_after_grok: OptStopAfter = None, device: OptDevice = "cpu",
+    steps: OptSteps = 20_000, every: OptEvery = 50, stop_after_grok: OptStopAfter = None,
+    device: opt.TorchDevice = "cpu",
     grok_seeds: Annotated[int, typer.Option(help="Seeds of the grokking condition.")] = 16,
     control_seeds: Annotated[int, typer.Option(help="Seeds per control (weight decay 0; small fraction).")] = 4,
     control_fraction: Annotated[float, typer.Option(help="Training fraction of the small-fraction control.")] = 0.15,
@@ -87,9 +93,8 @@ def grok_sweep(
     from gammalens.grok.analysis import write_report
     from gammalens.grok.sweep import SweepConfig, run_sweep
 
-    base = _base(task, p, train_fraction, d_model, n_heads, d_mlp, lr, weight_decay, steps, every, stop_after_grok,
-                 device)
-    cfg = SweepConfig(base=base, grok_seeds=grok_seeds, control_seeds=control_seeds,  # type: ignore[arg-type]
+    base = _run_config(locals())
+    cfg = SweepConfig(base=base, grok_seeds=grok_seeds, control_seeds=control_seeds,
                       control_fraction=control_fraction, parity_seeds=parity_seeds, parity_steps=parity_steps,
                       penalty_seeds=penalty_seeds,
                       penalty=penalty, workers=workers)
@@ -101,21 +106,22 @@ def grok_sweep(
                + f" --grok-seeds {grok_seeds} --control-seeds {control_seeds} --control-fraction {control_fraction} "
                f"--parity-seeds {parity_seeds}" + ("" if parity_steps is None else f" --parity-steps {parity_steps}")
                + f" --penalty-seeds {penalty_seeds} --penalty {penalty} --workers {workers}")
-    v = write_report(out, doc, command)
-    print(f"detected {v.detected}/{v.grokked} grokking runs; false alarms {v.false_alarms}/{v.controls}; "
-          f"Fisher p {v.fisher_p:.3g} → {doc}")
+    _print_verdict(write_report(out, doc, command), doc)
 
 
 @grok_app.command("report")
 def grok_report(
     runs: Annotated[Path, typer.Option(help="Runs folder written by `gammalens grok sweep`.")]
     = Path("docs/grokking/runs"),
-    doc: Annotated[Path, typer.Option(help="Markdown file whose results block is rewritten.")] = Path("docs/grokking.md"),
+    doc: OptDoc = Path("docs/grokking.md"),
     command: Annotated[str, typer.Option(help="The sweep command to cite in the document.")] = "gammalens grok sweep",
 ) -> None:
     """Rebuild the results table and plots from finished runs (no training)."""
     from gammalens.grok.analysis import write_report
 
-    v = write_report(runs, doc, command)
-    print(f"detected {v.detected}/{v.grokked} grokking runs; false alarms {v.false_alarms}/{v.controls}; "
-          f"Fisher p {v.fisher_p:.3g} → {doc}")
+    _print_verdict(write_report(runs, doc, command), doc)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``grok`` group to APP."""
+    app.add_typer(grok_app, name="grok")

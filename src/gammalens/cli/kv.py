@@ -1,4 +1,4 @@
-"""``gammalens kv``: the KV plan from a run (table on stdout, JSON with ``--json``)."""
+"""``gammalens kv``: plan (the KV plan from a run: table on stdout, JSON with ``--json``)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,8 @@ def plan(
     print_plan(result, rows=rows)
     if json_path is not None:
         print(result.save(json_path))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``kv`` group to APP."""
+    app.add_typer(kv_app, name="kv")

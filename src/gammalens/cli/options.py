@@ -1,6 +1,8 @@
-"""The command-line options that ``measure`` and ``sinks`` (and later commands that measure) share, each
-defined once with one help text; :func:`measure_config` maps a command's parameters onto
-:class:`~gammalens.measurement.MeasureConfig` (every field a flag of the same name: ``tests/test_cli_options.py``).
+"""The command-line options that commands in different modules share, each defined once with one help text:
+those of ``measure`` and ``sinks`` (and later commands that measure), and those of the commands that train or
+measure small models (``zoo``, ``grok``). :func:`measure_config` maps a command's parameters onto
+:class:`~gammalens.measuring.pipeline.MeasureConfig` (every field a flag of the same name: ``tests/test_cli_options.py``).
+An option shared only within one command group is defined once in that group's module.
 
 >>> def measure(model: ModelArg = None, context: Context = None, windows: Windows = 16) -> None: ...  # doctest: +SKIP
 """
@@ -59,13 +61,17 @@ Quiet = Annotated[bool, typer.Option(help="No progress bar or summary; print the
 AsJson = Annotated[bool, typer.Option(
     "--json", help="Print a JSON summary (run directory, model result, per-layer rows) instead of the tables.")]
 
+# --- training and measuring small models (zoo, grok) ---------------------------------------------------------
+TorchDevice = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+Threads = Annotated[int, typer.Option(help="CPU threads for torch.")]
+
 
 def measure_config(params: dict[str, Any]) -> Any:
-    """The :class:`~gammalens.measurement.MeasureConfig` of a command's parameters (those named like its fields;
+    """The :class:`~gammalens.measuring.pipeline.MeasureConfig` of a command's parameters (those named like its fields;
     a field the command has no flag for keeps its default)."""
     from dataclasses import fields
 
-    from gammalens.measurement import MeasureConfig
+    from gammalens.measuring.config import MeasureConfig
 
     names = {f.name for f in fields(MeasureConfig)}
     return MeasureConfig(**{k: v for k, v in params.items() if k in names})

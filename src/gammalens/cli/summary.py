@@ -12,7 +12,7 @@ def _f(x: Any, nd: int = 3) -> str:
 
 
 def print_summary(result: Any, console: Any = None) -> None:
-    """Print a rich summary of a :class:`~gammalens.measurement.MeasureResult`."""
+    """Print a rich summary of a :class:`~gammalens.measuring.pipeline.MeasureResult`."""
     from rich.table import Table
 
     from gammalens import terminal
@@ -74,11 +74,11 @@ def summary_dict(result: Any) -> dict:
 
     >>> json.dumps(summary_dict(result))          # doctest: +SKIP
     """
-    from gammalens.runs.writer import _jsonable
+    from gammalens.runs.encode import to_jsonable
 
     man = result.manifest
     keep = ("name", "layer", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass", "preferred_model")
-    return _jsonable({
+    return to_jsonable({
         "run_dir": str(result.run_dir) if result.run_dir is not None else None,
         "model": man["model"]["id"], "corpus": man["corpus"]["name"], "settings": man["settings"],
         "result": man["result"], "model_fit": result.model_fit,

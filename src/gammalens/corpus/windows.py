@@ -18,22 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
-import os
-import platform
-import sysconfig
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gammalens.corpus.sources import Source, open_source
 from gammalens.errors import CorpusError
 
 __all__ = ["TokenWindows", "load_windows", "special_tokens"]
 
-_STDLIB_SKIP = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__"})
 # Characters tokenized past the point whose tokens are kept: tokenizers merge locally, so tokens ending
 # this far before a cut equal those of the whole document (tests check it against full encodings).
 _GUARD_CHARS = 1024
@@ -108,16 +102,6 @@ class TokenWindows:
         )
 
 
-@dataclass(frozen=True)
-class _Source:
-    """Documents of a corpus, read lazily: ``load(i)`` is the text of ``doc_ids[i]`` or None (unreadable)."""
-
-    name: str
-    doc_ids: list[str]
-    load: Callable[[int], str | None]
-    description: str
-
-
 def load_windows(spec: str, tokenizer: Any, context: int, windows: int, seed: int = 0) -> TokenWindows:
     """Cut a corpus into ``windows`` windows of exactly ``context`` tokens, deterministically for ``seed``.
 
@@ -174,7 +158,7 @@ def load_windows(spec: str, tokenizer: Any, context: int, windows: int, seed: in
         doc_ids = tuple(f"random-{i}" for i in range(windows))
         selection = f"uniform token ids over the non-special vocabulary, numpy default_rng({seed})"
     else:
-        source = _open_source(spec)
+        source = open_source(spec)
         picked = _select(source, tokenizer, n_content, windows, seed)
         name, chunks = source.name, [ids for _, ids in picked]
         doc_ids = tuple(source.doc_ids[i] for i, _ in picked)
@@ -252,7 +236,7 @@ def _encode_prefix(tokenizer: Any, text: str, n_tokens: int) -> tuple[np.ndarray
     return np.asarray(_encode(tokenizer, text), dtype=np.int64), True
 
 
-def _select(source: _Source, tokenizer: Any, n_content: int, windows: int, seed: int) -> list[tuple[int, np.ndarray]]:
+def _select(source: Source, tokenizer: Any, n_content: int, windows: int, seed: int) -> list[tuple[int, np.ndarray]]:
     """Pick ``windows`` chunks of ``n_content`` ids: ``[(document index, ids (n_content,)), ...]``."""
     if not source.doc_ids:
         raise CorpusError(f"corpus {source.name!r} is empty: {source.description} has no documents")
@@ -297,122 +281,3 @@ def _random_chunks(tokenizer: Any, n_content: int, windows: int, seed: int) -> n
     allowed = np.setdiff1d(np.arange(len(tokenizer), dtype=np.int64), np.fromiter(special, np.int64))
     rng = np.random.default_rng(seed)
     return allowed[rng.integers(0, len(allowed), size=(windows, n_content))]  # (windows, n_content)
-
-
-def _open_source(spec: str) -> _Source:
-    if spec == "stdlib":
-        return _stdlib_source()
-    if spec.startswith("hf:"):
-        return _hf_source(spec)
-    head, _, field = spec.rpartition(":")
-    if head.endswith(".jsonl") and Path(head).is_file():
-        return _jsonl_source(Path(head), field or "text")
-    path = Path(spec)
-    if path.is_dir() and _is_saved_dataset(path):
-        return _hf_source(f"hf:{spec}")
-    if path.is_dir():
-        return _folder_source(path)
-    if path.is_file() and path.name.endswith(".jsonl"):
-        return _jsonl_source(path, "text")
-    if path.is_file():
-        return _Source(path.name, [path.name], lambda _: _read_text(path), f"text file {path}")
-    raise CorpusError(
-        f"corpus {spec!r} not found: give 'stdlib', 'random', an existing file or folder, "
-        "PATH.jsonl[:FIELD], or hf:NAME[:CONFIG][:SPLIT][:FIELD]"
-    )
-
-
-def _read_text(path: Path) -> str | None:
-    """The file's text, or None when it is not UTF-8 text (binary files hold NUL bytes or bad UTF-8)."""
-    try:
-        data = path.read_bytes()
-        return None if b"\0" in data else data.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _walk(root: Path, skip: Callable[[str], bool], suffix: str = "") -> list[str]:
-    """Sorted relative POSIX paths of files under ``root``, pruning directories for which ``skip`` holds."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not skip(d)]
-        rel = Path(folder).relative_to(root)
-        found += [(rel / f).as_posix() for f in files if f.endswith(suffix) and not skip(f)]
-    return sorted(found)
-
-
-def _stdlib_source() -> _Source:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    doc_ids = _walk(root, lambda name: name in _STDLIB_SKIP, suffix=".py")
-    description = f"Python {platform.python_version()} stdlib"
-    return _Source("stdlib", doc_ids, lambda i: _read_text(root / doc_ids[i]), description)
-
-
-def _folder_source(root: Path) -> _Source:
-    doc_ids = _walk(root, lambda name: name.startswith("."))
-    return _Source(root.resolve().name, doc_ids, lambda i: _read_text(root / doc_ids[i]), f"folder {root}")
-
-
-def _jsonl_source(path: Path, field: str) -> _Source:
-    texts, doc_ids = [], []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise CorpusError(f"cannot read {path} as UTF-8 JSONL ({err}); give a JSON Lines text file") from err
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CorpusError(
-                f"line {line_no} of {path} is not valid JSON ({err.msg}); write one JSON object per line"
-            ) from err
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            raise CorpusError(
-                f"line {line_no} of {path} has no text field {field!r}; name the field holding the text as {path}:FIELD"
-            )
-        texts.append(record[field])
-        doc_ids.append(f"{path.name}:{line_no}")
-    return _Source(path.name, doc_ids, texts.__getitem__, f"JSONL {path} field {field!r}")
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_dict.json").is_file() or (
-        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
-    )
-
-
-def _hf_source(spec: str) -> _Source:
-    """``hf:NAME[:CONFIG][:SPLIT][:FIELD]``; NAME may be a folder written by ``save_to_disk``."""
-    parts = spec[len("hf:") :].split(":")
-    if len(parts) > 4 or not parts[0]:
-        raise CorpusError(f"corpus {spec!r} is not of the form hf:NAME[:CONFIG][:SPLIT][:FIELD]")
-    name, config, split, field = [*parts, "", "", ""][:4]
-    split, field = split or "train", field or "text"
-    try:
-        import datasets
-    except ImportError as err:
-        raise CorpusError(
-            f"corpus {spec!r} needs the Hugging Face 'datasets' package: pip install 'gammalens[datasets]'"
-        ) from err
-    local = Path(name).is_dir()
-    try:
-        ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name, config or None, split=split)
-    except Exception as err:  # datasets raises many types (offline, unknown name, bad config)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CorpusError(f"cannot load dataset {spec!r}: {reason}; give a Hub name or a save_to_disk folder") from err
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise CorpusError(f"dataset {spec!r} has no split {split!r} (splits: {', '.join(ds)})")
-        ds = ds[split]
-    features = ds.features
-    if field not in features or getattr(features[field], "dtype", None) not in ("string", "large_string"):
-        text_fields = [f for f, v in features.items() if getattr(v, "dtype", None) in ("string", "large_string")]
-        raise CorpusError(
-            f"dataset {spec!r} has no text field {field!r} (text fields: {', '.join(text_fields) or 'none'}); "
-            "name it as hf:NAME:CONFIG:SPLIT:FIELD"
-        )
-    name = Path(name).resolve().name if local else f"hf:{':'.join(p for p in (name, config, split) if p)}"
-    doc_ids = [f"{split}/{i}" for i in range(len(ds))]
-    return _Source(name, doc_ids, lambda i: ds[int(i)][field], f"dataset {spec}")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.grok.experiment import RunResult
+from gammalens.grok.plots import write_plots
+from gammalens.grok.sweep import load_results
 
 PUBLISHED = {"detected": "16/16", "false_alarms": "0/5", "fisher_p": "≈ 5×10⁻⁵", "lead": "3,300 ± 460"}
 MAIN_CONDITIONS = ("grok", "wd0", "smallfrac")
@@ -155,8 +157,6 @@ def write_report(runs_dir: str | Path, doc: str | Path, command: str) -> Verdict
     """Rebuild the results block of ``doc`` and the plots next to it from the runs in ``runs_dir``."""
     import os
 
-    from gammalens.grok.plots import write_plots
-    from gammalens.grok.sweep import load_results
 
     results = load_results(runs_dir)
     doc = Path(doc)

@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from gammalens.grok.detector import ReRiseDetector
 from gammalens.grok.monitor import CKAMonitor
+from gammalens.model.load import execution_device
 
 
 class CKACallback(TrainerCallback):
@@ -47,7 +48,6 @@ class CKACallback(TrainerCallback):
         self.monitor: CKAMonitor | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        from gammalens.models import execution_device
 
         device = execution_device(model)  # where the inputs go, also for a device_map-dispatched model
         probe = self.probe_inputs

@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import GammalensError
+from gammalens.grok.cka import hsic_debiased
+from gammalens.grok.detector import ReRiseDetector
+from gammalens.grok.monitor import CKAMonitor
+from gammalens.grok.task import ToyTransformer, last_position, modular_addition, sparse_parity
 
 TASKS = ("modular", "parity")
 
@@ -120,7 +124,6 @@ class RunResult:
 
 
 def make_split(cfg: RunConfig) -> Any:
-    from gammalens.grok.task import modular_addition, sparse_parity
 
     if cfg.task == "modular":
         return modular_addition(cfg.p, cfg.train_fraction, cfg.seed)
@@ -138,10 +141,6 @@ def train_run(cfg: RunConfig, out_dir: str | Path | None = None, name: str | Non
     import torch
     import torch.nn.functional as F
 
-    from gammalens.grok.cka import hsic_debiased
-    from gammalens.grok.detector import ReRiseDetector
-    from gammalens.grok.monitor import CKAMonitor
-    from gammalens.grok.task import ToyTransformer, last_position
 
     dev = torch.device(cfg.device)
     split = make_split(cfg)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gammalens.grok.experiment import GrokConfigError, RunConfig, RunResult
+from gammalens.grok.experiment import GrokConfigError, RunConfig, RunResult, train_run
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,6 @@ def _run_one(args: tuple[str, RunConfig, str]) -> str:
     import torch
 
     torch.set_num_threads(1)
-    from gammalens.grok.experiment import train_run
 
     name, cfg, out = args
     r = train_run(cfg, out, name)

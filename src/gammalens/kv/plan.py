@@ -26,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from gammalens.card.kv_cache import dtype_bytes
+from gammalens.kv.allocate import allocate
 from gammalens.kv.tails import HeadTails, KVError, head_tails
+from gammalens.runs.reader import read_fits_csv, read_manifest
 
 FORMAT = "gammalens.kvplan/1"
 
@@ -210,7 +213,6 @@ def _check_arch(manifest: dict) -> dict:
 
 def load_run(run_dir: Path | str) -> tuple[dict, HeadTails, dict]:
     """(model facts, tails, manifest) of a run directory, checked for a causal RoPE decoder."""
-    from gammalens.runs.reader import read_fits_csv, read_manifest
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -230,8 +232,6 @@ def load_run(run_dir: Path | str) -> tuple[dict, HeadTails, dict]:
 def plan_from_tails(model: dict, tails: HeadTails, config: PlanConfig, *, run_id: str = "",
                     measured_context: int | None = None) -> KVPlan:
     """Build the plan (see the module docstring) from tail curves and model facts."""
-    from gammalens.kv.allocate import allocate
-    from gammalens.theory.kv_cache import dtype_bytes
 
     context = config.context or measured_context
     if context is None:

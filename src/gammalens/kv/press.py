@@ -25,6 +25,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("GammaWindowPress needs kvpress: pip install 'gammalens[kvpress]'") from err
 
+from gammalens.kv.cache import check_model
 from gammalens.kv.tails import KVError
 
 
@@ -68,7 +69,6 @@ class GammaWindowPress(BasePress):
         raise AttributeError("GammaWindowPress's ratio follows from its windows; build another plan to change it")
 
     def post_init_from_model(self, model: Any) -> None:
-        from gammalens.kv.cache import check_model
 
         facts = self.model_facts or {}
         check_model(model, {**facts, "n_layers": len(self.windows), "n_kv_heads": len(self.windows[0])})

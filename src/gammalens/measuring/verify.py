@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gammalens import terminal
 from gammalens.errors import GammalensError
+from gammalens.measuring.pipeline import MeasureConfig, measure
+from gammalens.runs.reader import read_run
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,6 @@ def verify_run(run_dir: Path, tolerance: float = 1e-3) -> Verdict:
     are checked too: a mismatch is a note that fails the verdict. Weight and corpus hashes are compared
     as well, since the re-run otherwise measures something else.
     """
-    from gammalens.measurement import MeasureConfig, measure
-    from gammalens.runs.reader import read_run
 
     if not (tolerance > 0 and math.isfinite(tolerance)):
         raise GammalensError(f"--tolerance must be a positive finite number (got {tolerance})")
@@ -122,7 +123,6 @@ def _reported_differences(old: dict[str, dict], new_fits: list[dict], tolerance:
 
 def print_verdict(v: Verdict, console: Any = None) -> None:
     """One-screen verdict: match or not, the largest difference and where."""
-    from gammalens import terminal
 
     console = console or terminal.console()
     mark = "[green]✅ verified[/]" if v.ok else "[red]❌ does not reproduce[/]"

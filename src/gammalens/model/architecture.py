@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import TheoryError
+from gammalens.model import hub
 from gammalens.theory.rope import RopeSpec, rope_specs
 
 NO_ATTENTION_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm"})
@@ -71,7 +72,6 @@ def load_config(source: str | Path) -> dict[str, Any]:
         try:
             from transformers import AutoConfig
 
-            from gammalens import hub
 
             with hub.quiet():  # offline: one line after a short connect, not a dozen retry lines
                 hub.reachable_or_raise()
@@ -325,7 +325,9 @@ def model_facts(model: Any) -> dict[str, Any]:
     Keys: ``model_type``, ``architectures``, ``n_layers``, ``n_heads``, ``n_kv_heads``, ``head_dim``,
     ``hidden_size``, ``causal``, ``position_encoding`` (``rope``, ``learned``, ``alibi``, ``none`` or
     ``unknown``), ``rope_theta``, ``rope_scaling`` (None for default RoPE), ``partial_rotary_factor`` (None
-    when every dim rotates), ``max_positions``, ``sliding_window``, ``layer_types``, ``n_params``.
+    when every dim rotates), ``max_positions``, ``sliding_window``, ``layer_types``, ``layer_rope_theta`` (θ of
+    each layer when the layer kinds have their own, as Gemma-3's sliding 10⁴ and global 10⁶; None otherwise),
+    ``n_params``.
     """
     a = from_model(model)
     spec = a.main_rope() if a.rope else None
@@ -349,6 +351,9 @@ def model_facts(model: Any) -> dict[str, Any]:
         "max_positions": a.max_positions,
         "sliding_window": a.sliding_window,
         "layer_types": list(layer_types) if layer_types else None,
+        "layer_rope_theta": ([(a.rope.get(t) or spec).theta for t in layer_types]
+                             if spec is not None and layer_types and len({r.theta for r in a.rope.values()}) > 1
+                             else None),
         "n_params": int(sum(p.numel() for p in model.parameters())),
     }
 

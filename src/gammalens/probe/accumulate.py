@@ -21,8 +21,12 @@ Three profiles are kept, all exact sums (see ``docs/run_format.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from gammalens.errors import NonFiniteAttentionError
+from gammalens.probe.profile import DistanceProfile
 
 
 @dataclass
@@ -89,6 +93,21 @@ class ProfileAccumulator:
         self.doc_queries_cs = torch.zeros(n_docs, n_layers, dtype=f64, device=device)
         self.doc_sink_sum = torch.zeros(n_docs, n_layers, n_heads, dtype=f64, device=device)
         self.doc_sink_queries = torch.zeros(n_docs, n_layers, dtype=f64, device=device)
+
+    def to_profile(self, layer_window: Any = None) -> DistanceProfile:
+        """The sums so far as a :class:`~gammalens.probe.profile.DistanceProfile` (arrays copied to the cpu).
+
+        Parameters
+        ----------
+        layer_window : array of int, shape (n_layers,), optional
+            Each layer's sliding window in tokens (0: global); None: every layer global.
+        """
+        import numpy as np
+
+        window = np.zeros(self.n_layers, dtype=np.int64) if layer_window is None else np.asarray(layer_window, np.int64)
+        host = [t.cpu().numpy() for t in (self.mass, self.pairs, self.doc_mass_cs, self.doc_queries_cs,
+                                          self.doc_sink_sum, self.doc_sink_queries)]
+        return DistanceProfile(*host, layer_window=window, cs_horizon=self.cs_horizon, sink_tokens=self.sink_tokens)
 
     def add(self, layer: int, probs: torch.Tensor, visible: torch.Tensor, q0: int, layout: BatchLayout,
             bidirectional: bool) -> None:
@@ -324,7 +343,6 @@ def _fold(by_dist: torch.Tensor, q_end: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _non_finite(layer: int, head: int) -> Exception:
-    from gammalens.errors import NonFiniteAttentionError
 
     return NonFiniteAttentionError(
         f"attention probabilities are NaN or inf at layer {layer}, head {head}; "

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from gammalens.errors import GammalensError, ModelError
-from gammalens.models import execution_device
+from gammalens.model.load import execution_device
+from gammalens.probe import fused  # module attribute calls: tests replace the kernel to test the fallback
 from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 
 _PROBE_IDS = itertools.count()
@@ -77,9 +78,8 @@ class DistanceProbe:
 
     def resolve(self, device: torch.device | str) -> str:
         """Fix the backend for a model on ``device`` (see :func:`gammalens.probe.fused.resolve_backend`)."""
-        from gammalens.probe.fused import resolve_backend
 
-        self.backend_, self.note_ = resolve_backend(self.backend, device, needs_probabilities=bool(self.observers))
+        self.backend_, self.note_ = fused.resolve_backend(self.backend, device, needs_probabilities=bool(self.observers))
         return self.backend_
 
     def _may_fall_back(self, layout: BatchLayout, n: int) -> bool:
@@ -113,11 +113,10 @@ class DistanceProbe:
         self.layer_windows[layer] = window
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         if (self.backend_ or self.resolve(query.device)) == "triton":
-            from gammalens.probe.fused import fused_profile
 
             layout = self.layout or BatchLayout.full(query.shape[0], query.shape[2])
             try:
-                out = fused_profile(self.accumulator, layer, query, key, value, layout, scale, causal, softcap,
+                out = fused.fused_profile(self.accumulator, layer, query, key, value, layout, scale, causal, softcap,
                                     window, self.block)
                 return out, None
             except GammalensError:
@@ -159,7 +158,7 @@ class DistanceProbe:
             if plain_causal:
                 scores[..., q0:q1].masked_fill_(self._future(cc, dev), float("-inf"))
             else:
-                visible = _visible(mask, q0, q1, kend, causal, window, dev).expand(B, 1, cc, kend)
+                visible = visible_keys(mask, q0, q1, kend, causal, window, dev).expand(B, 1, cc, kend)
                 scores.masked_fill_(~visible, float("-inf"))
             if causal:  # one batched softmax into a reused contiguous workspace: no allocation per chunk
                 probs = self._buffer("probs", B * H * cc * kend, dev).view(B, H, cc, kend)
@@ -174,7 +173,7 @@ class DistanceProbe:
             o = torch.bmm(probs.reshape(B * H, cc, kend), v[:, :kend])  # (B·H, c, dv)
             out[:, q0:q1] = o.view(B, H, cc, dv).transpose(1, 2).to(out.dtype)
             if self.observers:
-                seen = visible if visible is not None else _visible(None, q0, q1, kend, True, None, dev).expand(
+                seen = visible if visible is not None else visible_keys(None, q0, q1, kend, True, None, dev).expand(
                     B, 1, cc, kend)
                 for observe in self.observers:
                     observe(layer, probs, seen, q0, layout)
@@ -208,7 +207,7 @@ class DistanceProbe:
         self._masks.clear()
 
 
-def _visible(mask: torch.Tensor | None, q0: int, q1: int, kend: int, causal: bool, window: int | None,
+def visible_keys(mask: torch.Tensor | None, q0: int, q1: int, kend: int, causal: bool, window: int | None,
              device: torch.device) -> torch.Tensor:
     """Boolean (B|1, 1, c, k) visibility of keys to queries, from the model's mask or its absence.
 
@@ -251,11 +250,9 @@ def probing(model: Any, probe: DistanceProbe) -> Iterator[DistanceProbe]:
         )
     name = f"{_PROBE_NAME_PREFIX}_{next(_PROBE_IDS)}"
     previous = model.config._attn_implementation
-    fused = probe.resolve(execution_device(model)) == "triton"  # offloaded device_map weights sit on meta
-    if fused:
-        from gammalens.probe.fused import no_mask
+    use_fused = probe.resolve(execution_device(model)) == "triton"  # offloaded device_map weights sit on meta
     AttentionInterface.register(name, probe)
-    AttentionMaskInterface.register(name, no_mask if fused else sdpa_mask)  # the fused probe reads the layout
+    AttentionMaskInterface.register(name, fused.no_mask if use_fused else sdpa_mask)  # the fused probe reads the layout
     try:
         model.set_attn_implementation(name)
         yield probe

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from gammalens.errors import GammalensError, ModelError
+from gammalens.probe import triton_kernels as tk
 from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 
 BACKENDS = ("auto", "chunked", "triton")
@@ -99,7 +100,6 @@ def fused_profile(accumulator: ProfileAccumulator, layer: int, query: torch.Tens
     torch.Tensor
         (B, n, H, dv) in the value's dtype; rows of padding queries are 0.
     """
-    from gammalens.probe import triton_kernels as tk
 
     B, H, n, dh = query.shape
     Hkv, dv = key.shape[1], value.shape[-1]

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from gammalens.errors import ModelError
-from gammalens.probe.backend import _visible
+from gammalens.probe.backend import visible_keys
 
 
 class LastRowProbe:
@@ -64,7 +64,7 @@ class LastRowProbe:
         scores = (q @ key.float()[:, :, None].transpose(-1, -2)).view(B, H, n)  # (B, H, n)
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
-        visible = _visible(attention_mask, n - 1, n, n, causal, window, query.device)[:, :, 0]  # (B|1, 1, n)
+        visible = visible_keys(attention_mask, n - 1, n, n, causal, window, query.device)[:, :, 0]  # (B|1, 1, n)
         self.rows[layer] = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
         if softcap is not None:
             return _softcapped_output(query, key, value, attention_mask, scale, causal, softcap, window), None
@@ -93,7 +93,7 @@ def _softcapped_output(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     q = query.float().view(B, key.shape[1], g, n, dh) * scale  # (B, Hkv, g, n, dh)
     scores = (q @ key.float()[:, :, None].transpose(-1, -2)).view(B, H, n, n)  # (B, H, n, n)
     scores = torch.tanh(scores / softcap) * softcap
-    visible = _visible(mask, 0, n, n, causal, window, query.device)  # (B|1, 1, n, n)
+    visible = visible_keys(mask, 0, n, n, causal, window, query.device)  # (B|1, 1, n, n)
     probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
     v = value.float()[:, :, None].expand(B, key.shape[1], g, n, value.shape[-1]).reshape(B, H, n, -1)
     return (probs @ v).transpose(1, 2).to(value.dtype).contiguous()  # (B, n, H, dv)

@@ -10,9 +10,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from gammalens.atlas.store import connect
 from gammalens.report.colors import PHASE_A, PHASE_B, RUN_COLORS
 from gammalens.report.svg import Plot, Scale, fmt, legend, nice_range, swatch
 from gammalens.runs.reader import RunFiles
+from gammalens.theory.pade import gamma_pade
 
 REF_STYLE = {"mongo": ("#8c8c8c", "circle"), "random": ("#a58bb8", "triangle")}
 OTHER_REF = ("#b0a080", "square")
@@ -21,7 +23,6 @@ ATLAS_RUN = ("#5a5a5a", "diamond")
 
 def atlas_points(atlas: Path | str, exclude: set[str]) -> list[dict[str, Any]]:
     """Reference rows and other measured runs of an atlas, as plain dicts."""
-    from gammalens.atlas.store import connect
 
     with connect(atlas, read_only=True) as con:
         refs = con.execute("SELECT 'reference' AS kind, model_id, corpus, rope_theta AS theta, gamma, gamma_ci_low,"
@@ -70,12 +71,8 @@ def atlas_map(runs: list[RunFiles], labels: list[str], points: list[dict[str, An
     main.label(lo_t, ylo, "Phase A: looks far", dx=6, dy=-8, fill=PHASE_A)
     main.label(lo_t, yhi, "Phase B: concentrates", dx=6, dy=16, fill=PHASE_B)
     items = []
-    try:  # the theory module (γ_Padé) is optional here: without it the map simply has no prediction curve
-        from gammalens.theory.pade import gamma_pade
-    except ImportError:
-        gamma_pade = None
     for k, run in enumerate(mine):
-        if gamma_pade is not None and run["context"] and run["theta"]:
+        if run["context"] and run["theta"]:
             xs = [lo_t * (hi_t / lo_t) ** (i / 80) for i in range(81)]
             main.line(xs, [gamma_pade(x, run["context"]) for x in xs], stroke=run["color"], width=1.3, dash="3 3",
                       opacity=0.8, title=f"γ_Padé(θ, T = {run['context']})")

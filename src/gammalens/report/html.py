@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from gammalens.report.heatmaps import gamma_heatmap, sink_heatmap
 from gammalens.report.sinks_panel import sinks_panel
 from gammalens.report.svg import esc, fmt
 from gammalens.runs.reader import RunFiles, read_run
+from gammalens.version import __version__
 
 CSS = """
 :root { --ink:#1b1b1b; --muted:#5f6368; --line:#e3e3e3; --bg:#fafaf8; }
@@ -136,12 +138,8 @@ def _headline(run: RunFiles) -> str:
             f" · {esc(words.get(str(fit.get('phase')), str(fit.get('phase'))))}{esc(sink)}</div>")
 
 
-def _claims(run: RunFiles) -> str:
-    """The claims of the ledger this run's numbers bear on (γ_Padé error, Δγ, sink mass …), linked by id."""
-    from gammalens.claims.links import related_claims
-
-    fit = {**(run.model_fit.get("extras") or {}), **run.model_fit}  # theory columns (γ_Padé …) are extras here
-    links = related_claims(fit, (run.manifest.get("corpus") or {}).get("name"), run.manifest.get("taf"))
+def _claims(links: Sequence[Any]) -> str:
+    """The claims of the ledger a run's numbers bear on (γ_Padé error, Δγ, sink mass …), given as data."""
     items = "".join(f"<li><code>{esc(c.claim_id)}</code>: {esc(c.figure)} — book: {esc(c.book_figure)}; ledger "
                     f"verdict: {esc(c.verdict)}</li>" for c in links)
     return ('<h3>Claims this run bears on</h3><p class="sub">From the claims ledger: <code>gammalens claims show '
@@ -149,7 +147,8 @@ def _claims(run: RunFiles) -> str:
             if links else "")
 
 
-def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[dict[str, Any]] | None) -> str:
+def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[dict[str, Any]] | None,
+                 links: Sequence[Any] = ()) -> str:
     uid = f"r{k}"
     parts = [f'<section id="run-{k}"><h2>{esc(label)}</h2>', _headline(run), _facts(run),
              "<h3>Decay profiles A(d), per layer</h3>",
@@ -168,15 +167,17 @@ def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[d
              prediction_table(run)]
     if single:
         parts += ["<h3>On the atlas map</h3>", atlas_map([run], [label], points, uid + "-m")]
-    parts.append(_claims(run))
+    parts.append(_claims(links))
     parts += [f'<p class="note">Receipt: <code>gammalens verify {esc(run.run_id)}</code> re-runs this '
               "measurement from its manifest and checks γ.</p></section>"]
     return "".join(parts)
 
 
-def render_report(runs: list[RunFiles], points: list[dict[str, Any]] | None = None) -> str:
-    """The report's HTML text for ``runs`` (``points``: atlas map references, ``None`` when no atlas)."""
-    from gammalens.version import __version__
+def render_report(runs: list[RunFiles], points: list[dict[str, Any]] | None = None,
+                  claim_links: Callable[[RunFiles], Sequence[Any]] | None = None) -> str:
+    """The report's HTML text for ``runs`` (``points``: atlas map references, ``None`` when no atlas;
+    ``claim_links``: a run → the claims it bears on, each with ``claim_id``, ``figure``, ``book_figure``,
+    ``verdict``; ``None``: no claims section)."""
 
     labels = _labels(runs)
     single = len(runs) == 1
@@ -190,7 +191,8 @@ def render_report(runs: list[RunFiles], points: list[dict[str, Any]] | None = No
                  "<h3>Decay profiles</h3>", decay_overlay(runs, labels, "c-decay"),
                  "<h3>Distribution of γ over heads</h3>", gamma_histogram(runs, labels, "c-hist"),
                  "<h3>On the atlas map</h3>", atlas_map(runs, labels, points, "c-map"), "</section>"]
-    body += [_run_section(run, k, labels[k], single, points) for k, run in enumerate(runs)]
+    body += [_run_section(run, k, labels[k], single, points, claim_links(run) if claim_links else ())
+             for k, run in enumerate(runs)]
     title = f"gammalens report: {labels[0]}" if single else f"gammalens report: {len(runs)} runs"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -214,7 +216,7 @@ is reliable, ≈ 0.85 coarse (<i>How Transformers Attend</i>, Marín 2026).
 
 
 def write_report(run_dirs: list[Path], out: Path, *, atlas: Path | str | None = None,
-                 atlas_required: bool = True) -> Path:
+                 atlas_required: bool = True, claim_links: Callable[[RunFiles], Sequence[Any]] | None = None) -> Path:
     """Write the self-contained HTML report of one or several runs.
 
     Parameters
@@ -229,6 +231,9 @@ def write_report(run_dirs: list[Path], out: Path, *, atlas: Path | str | None = 
     atlas_required : bool
         When False, an atlas that is missing, busy or unreadable only costs the map its reference points
         (a warning is logged) instead of failing the report — for ``measure``, whose run must not be lost.
+    claim_links : callable, optional
+        A run → the claims of the ledger it bears on (:func:`gammalens.claims.links.links_for_run`);
+        None: no claims section.
 
     Returns
     -------
@@ -250,7 +255,7 @@ def write_report(run_dirs: list[Path], out: Path, *, atlas: Path | str | None = 
             if atlas_required:
                 raise
             logging.getLogger("gammalens.report").warning("atlas map without reference points: %s", err)
-    html = render_report(runs, points)
+    html = render_report(runs, points, claim_links)
     out = Path(out)
     if out.is_dir():
         out = out / "report.html"

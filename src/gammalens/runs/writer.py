@@ -16,22 +16,9 @@ from typing import Any
 
 from gammalens.errors import GammalensError
 from gammalens.runs import schema as run_format
+from gammalens.runs.encode import to_jsonable
 
 FIT_COLUMNS = list(run_format.FIT_COLUMNS)  # the writer's column order: the format's table
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        return _jsonable(x.item())
-    return x
 
 
 class RunWriter:
@@ -83,14 +70,14 @@ class RunWriter:
     def _write(self, manifest: dict, fits: list[dict], profile: Any, extras: Any) -> Path:
         remove_stale_partials(self.parent)
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(manifest["model"]["id"])).name or "model").strip("-")
-        digest = hashlib.sha256(json.dumps(_jsonable(manifest["settings"]), sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha256(json.dumps(to_jsonable(manifest["settings"]), sort_keys=True).encode()).hexdigest()[:8]
         run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest}"
         final, lock = self._reserve(run_id)
         manifest = {**manifest, "run_id": final.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         tmp = self.parent / f".{final.name}.partial-{os.getpid()}"
         try:
             tmp.mkdir()
-            (tmp / "manifest.json").write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=False) + "\n")
+            (tmp / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2, sort_keys=False) + "\n")
             write_fits_csv(tmp / "fits.csv", fits)
             # the layout the measurement chose and recorded (manifests from before the choice: full)
             profile.save(tmp / "profile.npz", layout=str(manifest.get("profile_layout", "full")))

@@ -6,7 +6,7 @@ Importing this package loads neither torch nor transformers; a measurement does.
 - :mod:`~gammalens.sinks.measures` — the probe observer: mass on the first k tokens, key shares, sink rate.
 - :mod:`~gammalens.sinks.massive` — massive activations (Sun et al. 2024) recorded by forward hooks.
 - :mod:`~gammalens.sinks.ablation` — the causal test: ablate them where they arise.
-- :mod:`~gammalens.sinks.correlation` — γ ⟂ sink across heads and across the atlas's models.
+- :mod:`~gammalens.sinks.correlation` — γ ⟂ sink across heads (across the atlas's models: :mod:`gammalens.atlas.sink_gamma`).
 - :mod:`~gammalens.sinks.run` — the pipeline behind ``gammalens sinks`` and :func:`measure_sinks`.
 
 >>> from gammalens.sinks import measure_sinks
@@ -14,9 +14,9 @@ Importing this package loads neither torch nor transformers; a measurement does.
 >>> r.to_pandas().sort_values("peak_key_share").tail(3)        # doctest: +SKIP
 """
 
-from gammalens.sinks.correlation import Correlation, across_heads, across_models, correlate
+from gammalens.sinks.config import SinkConfig
+from gammalens.sinks.correlation import Correlation, across_heads, correlate
 from gammalens.sinks.result import PassSinks, SinkResult, read_sinks
-from gammalens.sinks.run import SinkConfig, measure_sinks
 
 __all__ = [
     "Correlation",
@@ -24,8 +24,15 @@ __all__ = [
     "SinkConfig",
     "SinkResult",
     "across_heads",
-    "across_models",
     "correlate",
     "measure_sinks",
     "read_sinks",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "measure_sinks":  # lazily: the pipeline loads torch, this package must not
+        from gammalens.sinks.run import measure_sinks
+
+        return measure_sinks
+    raise AttributeError(f"module 'gammalens.sinks' has no attribute {name!r}")

@@ -7,6 +7,8 @@ import math
 from collections import Counter
 from typing import Any
 
+from gammalens import terminal
+from gammalens.runs.encode import to_jsonable
 from gammalens.sinks.correlation import Correlation
 from gammalens.sinks.result import SinkResult
 
@@ -36,7 +38,6 @@ def print_sinks(result: SinkResult, *, heads: int = 12, models: Correlation | No
     """
     from rich.table import Table
 
-    from gammalens import terminal
 
     console = console or terminal.console()
     b, m, eps, k = result.baseline, result.massive, result.eps, result.sink_k
@@ -148,8 +149,7 @@ def _head_table(result: SinkResult, heads: int, console: Any) -> None:
 def sinks_summary(result: SinkResult) -> dict:
     """The summary for scripts (``gammalens sinks --json``): run directory, model, the model-level sink columns
     and one row per layer. Non-finite numbers become ``null``."""
-    from gammalens.runs.writer import _jsonable
 
-    return _jsonable({"run_dir": str(result.run_dir) if result.run_dir is not None else None, "model": result.model,
+    return to_jsonable({"run_dir": str(result.run_dir) if result.run_dir is not None else None, "model": result.model,
                       "settings": result.settings, "model_columns": result.model_columns(),
                       "layers": result.layers().to_dict("records")})

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,26 +125,3 @@ def across_heads(fits: Sequence[dict[str, Any]]) -> Correlation:
     """Sink mass (the fit's excluded first-K mass, ``sink_mass``) against γ over the head rows of ``fits``."""
     heads = [r for r in fits if r["scope"] == "head"]
     return correlate([r["sink_mass"] for r in heads], [r["gamma"] for r in heads], over="heads")
-
-
-def across_models(atlas: Path | str | None = None, *, sink_tokens: int | None = 1,
-                  corpus: str | None = None) -> tuple[Correlation, Any]:
-    """Model-level sink mass against model-level γ over the models measured in the atlas.
-
-    Each model counts once, with its latest run (per ``corpus`` when given); only runs with the same
-    number of sink tokens are comparable (``sink_tokens``; None: any).
-
-    Returns
-    -------
-    (Correlation, DataFrame)
-        The correlation, and the points: ``model_id``, ``run_id``, ``corpus``, ``gamma``, ``sink_mass``.
-    """
-    from gammalens.atlas.compare import list_entries
-
-    runs = list_entries(atlas, corpus=corpus, reference=False)
-    if sink_tokens is not None and len(runs):
-        runs = runs[runs["sink_tokens"] == sink_tokens]
-    runs = runs[runs["sink_mass"].notna() & runs["gamma"].notna()]
-    points = runs.sort_values("created").groupby("model_id").tail(1)
-    points = points[["model_id", "run_id", "corpus", "gamma", "sink_mass"]].reset_index(drop=True)
-    return correlate(points["sink_mass"].astype(float), points["gamma"].astype(float), over="models"), points

@@ -165,7 +165,7 @@ class MassiveDetector:
 
     Notes
     -----
-    Batches must be unpadded (as :func:`gammalens.measurement.measure` feeds them): every position of
+    Batches must be unpadded (as :func:`gammalens.measuring.pipeline.measure` feeds them): every position of
     every row is a token of its document.
     """
 

@@ -1,7 +1,7 @@
 """One cell of a sweep: an ordinary measurement written as a run directory, never recorded here.
 
 :func:`run_cell` is what every executor runs (in this process, in a process pool, or as a Ray task). It
-goes through :func:`gammalens.measurement.measure` like ``gammalens measure`` does; the run directory is
+goes through :func:`gammalens.measuring.pipeline.measure` like ``gammalens measure`` does; the run directory is
 written atomically, and the atlas is left to the driver.
 """
 
@@ -13,6 +13,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from gammalens.errors import GammalensError
+from gammalens.measuring.config import MeasureConfig
+from gammalens.measuring.pipeline import measure
+from gammalens.model.load import load_model, resolve_model
+from gammalens.publish import publish
+from gammalens.sweep.plan import canonical, settings_hash
 
 CRASH_ONCE_ENV = "_GAMMALENS_SWEEP_CRASH_ONCE"  # test hook: a marker path; the first cell to run dies hard
 _LOADED: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # (model, gguf_file, dtype, device) → (model, tokenizer)
@@ -49,7 +56,6 @@ class CellOutcome:
 
 def one_line(err: BaseException, limit: int = 300) -> str:
     """``str(err)``'s first non-empty line; the exception's type is named unless it is a gammalens error."""
-    from gammalens.errors import GammalensError
 
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     text = lines[0] if lines else ""
@@ -63,7 +69,6 @@ def _loaded(config: Any) -> tuple[Any, Any]:
 
     One slot: a cell of another model (or dtype, device) frees it first, so a worker never holds two.
     """
-    from gammalens.models import load_model, resolve_model
 
     key = (config.model, getattr(config, "gguf_file", None), config.dtype, config.device)
     if key not in _LOADED:
@@ -87,7 +92,6 @@ def forget_model() -> None:
 
 def existing_run(out: str, settings: dict[str, Any]) -> Path | None:
     """A finished run directory in ``out`` with exactly these settings (found by its settings-hash suffix)."""
-    from gammalens.sweep.plan import canonical, settings_hash
 
     parent = Path(out)
     if not parent.is_dir():
@@ -105,19 +109,22 @@ def existing_run(out: str, settings: dict[str, Any]) -> Path | None:
     return None
 
 
-def run_cell(settings: dict[str, Any], out: str, report: bool = False, threads: int | None = None) -> dict[str, Any]:
+def run_cell(settings: dict[str, Any], out: str, report: bool = False, threads: int | None = None,
+             claim_links: Any = None) -> dict[str, Any]:
     """Measure one cell into ``out`` and return a :class:`CellOutcome` as a dict (picklable, version-proof).
 
     Parameters
     ----------
     settings : dict
-        :class:`~gammalens.measurement.MeasureConfig` fields of the cell.
+        :class:`~gammalens.measuring.pipeline.MeasureConfig` fields of the cell.
     out : str
         Parent directory of the run directory (shared by all workers of a sweep).
     report : bool
         Also write ``report.html`` into the run directory.
     threads : int, optional
         torch CPU threads for this cell (restored afterwards).
+    claim_links : callable, optional
+        Passed to :func:`gammalens.publish.publish` for the cell's report.
 
     Any ``Exception`` becomes a failed outcome with its one-line error; ``KeyboardInterrupt`` (Ctrl-C, a
     cancelled Ray task) propagates after the run writer has removed its partial folder.
@@ -133,14 +140,14 @@ def run_cell(settings: dict[str, Any], out: str, report: bool = False, threads: 
             return CellOutcome(ok=True, run_dir=str(done), seconds=time.perf_counter() - t0).to_dict()
         import torch
 
-        from gammalens.measurement import MeasureConfig, measure
 
         before = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)
         try:
             config = MeasureConfig(**settings)
-            result = measure(config=config, out=out, report=report, record=False, loaded=_loaded(config))
+            result = publish(measure(config=config, loaded=_loaded(config)), out, report=report, record=False,
+                             claim_links=claim_links)
         finally:
             torch.set_num_threads(before)
         return CellOutcome(ok=True, run_dir=str(result.run_dir), seconds=time.perf_counter() - t0).to_dict()

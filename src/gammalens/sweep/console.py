@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gammalens.sweep.driver import SweepResult
+from gammalens.terminal import PIPE_WIDTH
+from gammalens.terminal import console as terminal_console
 
 STYLES = {"done": "green", "skipped": "dim", "failed": "red", "pending": "yellow"}
 
@@ -17,8 +19,6 @@ def print_sweep(result: SweepResult, file: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gammalens.terminal import PIPE_WIDTH
-    from gammalens.terminal import console as terminal_console
 
     console = terminal_console() if file is None else Console(file=file, width=PIPE_WIDTH)
     title = f"sweep {result.name}" + (" (dry run)" if result.dry_run else "")

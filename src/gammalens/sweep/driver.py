@@ -15,14 +15,18 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gammalens.atlas.record import record_run
 from gammalens.errors import GammalensError
+from gammalens.runs.writer import RunWriter
 from gammalens.sweep.cell import CellOutcome, one_line
+from gammalens.sweep.local import run_local
 from gammalens.sweep.plan import PlannedCell, RunIndex, canonical, plan_cell, runs_in_atlas, runs_in_folder
+from gammalens.sweep.ray_executor import run_ray
 from gammalens.sweep.spec import SweepOptions, SweepSpec, load_spec
 
 PAUSE_ENV = "_GAMMALENS_SWEEP_PAUSE_BEFORE_RECORD"  # test hook: seconds to sleep between a cell's run and its record
@@ -137,7 +141,6 @@ class _Driver:
 
     def record(self, run_dir: Path) -> None:
         if self.opts.record:
-            from gammalens.atlas.record import record_run
 
             record_run(run_dir, self.opts.atlas)
 
@@ -179,7 +182,7 @@ class _Driver:
 
 
 def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: bool = False,
-              **overrides: Any) -> SweepResult:
+              claim_links: Callable[[Any], Sequence[Any]] | None = None, **overrides: Any) -> SweepResult:
     """Run a sweep: every cell of ``spec`` not yet measured, then record it; return every cell's status.
 
     Parameters
@@ -189,6 +192,9 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
         Plan only: say which cells would run and which are done; write and record nothing.
     progress : bool
         Show cells done / total with an ETA, and one line per finished cell, on stderr.
+    claim_links : callable, optional
+        For cells' reports: a run → the claims it bears on (:func:`gammalens.claims.links.links_for_run`);
+        a module-level function, so that it reaches worker processes.
     **overrides
         Fields of :class:`SweepOptions` (``executor``, ``address``, ``max_parallel`` …) replacing the spec's.
 
@@ -219,7 +225,6 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
     cells = [plan_cell(i + 1, config) for i, config in enumerate(spec.cells)]
     driver = _Driver(spec, cells, dry_run)
     if not dry_run:
-        from gammalens.runs.writer import RunWriter
 
         RunWriter(opts.out)  # creates the folder and checks it is writable before any work
     in_folder = runs_in_folder(opts.out)
@@ -256,13 +261,10 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
     if dry_run or not todo:
         return driver.result(t0)
 
-    if opts.executor == "ray":
-        from gammalens.sweep.ray_executor import run_ray as execute
-    else:
-        from gammalens.sweep.local import run_local as execute
+    execute = run_ray if opts.executor == "ray" else run_local
     try:
         with _progress(progress, len(todo)) as driver.bar:
-            execute(todo, opts, driver.finished)
+            execute(todo, opts, driver.finished, claim_links)
     except KeyboardInterrupt:
         n = sum(s.status == "done" for s in driver.status.values())
         raise GammalensError(f"interrupted: {n} cell(s) measured and recorded, {len(todo) - n} not; outstanding "

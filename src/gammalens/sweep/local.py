@@ -8,6 +8,7 @@ reported as failed — use the Ray executor when workers may be lost.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from gammalens.sweep.cell import CellOutcome, forget_model, one_line, run_cell
 from gammalens.sweep.plan import PlannedCell
@@ -16,7 +17,8 @@ from gammalens.sweep.spec import SweepOptions
 OnDone = Callable[[PlannedCell, CellOutcome], None]
 
 
-def run_local(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDone) -> None:
+def run_local(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDone,
+              claim_links: Any = None) -> None:
     """Measure ``cells``; call ``on_done(cell, outcome)`` in this thread as each one finishes.
 
     Ctrl-C stops the sweep: the cell in progress removes its partial run folder; cells not started are
@@ -24,7 +26,7 @@ def run_local(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDo
     sweep records without measuring again.
     """
     workers = options.max_parallel or 1
-    args = (str(options.out), options.report, options.threads)
+    args = (str(options.out), options.report, options.threads, claim_links)
     if workers == 1 or len(cells) == 1:
         try:
             for cell in cells:

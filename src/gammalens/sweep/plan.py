@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gammalens.atlas.store import connect, resolve_atlas_path
 from gammalens.errors import GammalensError
-from gammalens.measurement import MeasureConfig
+from gammalens.measuring.config import MeasureConfig
+from gammalens.model.load import embedded_models, quiet_transformers
 
 # settings that `measure` fills in from the model argument alone when they are None
 FILLED_BY_MEASURE = ("gguf_file",)
@@ -68,7 +70,6 @@ def default_context(model: str) -> int:
 
     Reads only the model's config (no weights). Raises :class:`GammalensError` when it cannot be read.
     """
-    from gammalens.models import embedded_models, quiet_transformers
 
     path = embedded_models().get(model) or Path(model).expanduser()
     try:
@@ -147,7 +148,6 @@ def runs_in_folder(out: Path) -> RunIndex:
 
 def runs_in_atlas(atlas: Path | None) -> RunIndex:
     """Runs recorded in the atlas → (run id, model γ); empty when there is no atlas file yet."""
-    from gammalens.atlas.store import connect, resolve_atlas_path
 
     found = RunIndex()
     if not resolve_atlas_path(atlas).exists():

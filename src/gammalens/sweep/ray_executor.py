@@ -36,7 +36,8 @@ def gpus_for(cell: PlannedCell, options: SweepOptions) -> float:
     return 1.0 if device.startswith("cuda") or device == "auto" else 0.0
 
 
-def run_ray(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDone) -> None:
+def run_ray(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDone,
+              claim_links: Any = None) -> None:
     """Run ``cells`` as Ray tasks; call ``on_done(cell, outcome)`` in this thread as each one finishes.
 
     Joins the running Ray instance if this process already called ``ray.init``; otherwise connects to
@@ -55,7 +56,7 @@ def run_ray(cells: Sequence[PlannedCell], options: SweepOptions, on_done: OnDone
                              f"{one_line(err)}") from None
         started = True
     task = ray.remote(run_cell)
-    args = (str(options.out), options.report, options.threads)
+    args = (str(options.out), options.report, options.threads, claim_links)
     total = ray.cluster_resources()
     waiting, inflight = [], {}
     for cell in cells:  # a task no node can ever hold would wait forever: fail it now

@@ -1,6 +1,6 @@
 """The sweep spec: a TOML file that names many measurements (cells) and where they go.
 
-A spec has up to four tables; every setting is a field of :class:`~gammalens.measurement.MeasureConfig`
+A spec has up to four tables; every setting is a field of :class:`~gammalens.measuring.pipeline.MeasureConfig`
 (``model``, ``corpus``, ``context``, ``windows``, ``seed``, ``dtype``, ``device``, ``bootstrap`` …)::
 
     [sweep]                      # where runs go and how they are recorded (all optional)
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import GammalensError
-from gammalens.measurement import MeasureConfig
+from gammalens.measuring.config import MeasureConfig
 
 PLURALS = {"models": "model", "corpora": "corpus", "contexts": "context", "seeds": "seed", "dtypes": "dtype",
            "devices": "device", "fit_ranges": "fit_range"}

@@ -16,7 +16,7 @@ ESTIMATORS = ("null", "taf")  # null: gammalens's null-corrected estimator (alwa
 
 
 def settings_for(config: Any) -> TafSettings:
-    """The taf settings of a :class:`~gammalens.measurement.MeasureConfig` (same corpus, seed and batch)."""
+    """The taf settings of a :class:`~gammalens.measuring.pipeline.MeasureConfig` (same corpus, seed and batch)."""
     return TafSettings(windows=config.taf_windows, corpus=config.corpus, seeds=(config.seed,),
                        max_distance=config.taf_max_distance, fit_min_distance=config.taf_fit_min_distance,
                        batch_size=config.batch_size)

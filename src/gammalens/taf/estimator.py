@@ -32,7 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from gammalens.corpus import load_windows
 from gammalens.errors import FitError, GammalensError
+from gammalens.model.load import arch_facts, execution_device, load_model, resolve_model
+from gammalens.probe.backend import probing
+from gammalens.probe.last_row import LastRowProbe
 
 TAF_DISTANCES = (10, 20, 30, 50, 100, 200, 500, 1000, 2000)  # tokens
 PREFIX = 50          # tokens before the probed distance: a window holds d + PREFIX tokens
@@ -319,10 +323,6 @@ def taf_gamma(model: Any = None, *, settings: TafSettings | None = None, loaded:
     """
     import torch
 
-    from gammalens.corpus import load_windows
-    from gammalens.models import arch_facts, execution_device, load_model, resolve_model
-    from gammalens.probe.backend import probing
-    from gammalens.probe.last_row import LastRowProbe
 
     if settings is None:
         settings = TafSettings(**kwargs)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gammalens.fit.heads import FitSettings, fit_profile
+from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 from gammalens.taf.estimator import PREFIX, TAF_DISTANCES, TARGET, TafResult, estimate
 
 GAMMAS = (0.0, 0.3, 0.5, 0.7, 1.0, 1.5)
@@ -71,9 +73,6 @@ def null_corrected_gamma(gamma: float, context: int = NULL_CONTEXT, sink_tokens:
     """
     import torch
 
-    from gammalens.fit.heads import FitSettings, fit_profile
-    from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
-    from gammalens.probe.profile import DistanceProfile
 
     horizon, chunk = context // 2, 256
     acc = ProfileAccumulator(1, 1, 1, context - 1, horizon, sink_tokens)
@@ -86,10 +85,7 @@ def null_corrected_gamma(gamma: float, context: int = NULL_CONTEXT, sink_tokens:
         f = torch.where(visible, d.clamp(min=1) ** -gamma, 0.0)
         p = (f / f.sum(-1, keepdim=True)).float()[None, None]  # (1, 1, c, k)
         acc.add(0, p, visible[None, None], q0, layout, bidirectional=False)
-    prof = DistanceProfile(acc.mass.numpy(), acc.pairs.numpy(), acc.doc_mass_cs.numpy(), acc.doc_queries_cs.numpy(),
-                           acc.doc_sink_sum.numpy(), acc.doc_sink_queries.numpy(), np.zeros(1, dtype=np.int64),
-                           horizon, sink_tokens)
-    return float(fit_profile(prof, FitSettings(1, horizon, bootstrap=0))[-1]["gamma"])
+    return float(fit_profile(acc.to_profile(), FitSettings(1, horizon, bootstrap=0))[-1]["gamma"])
 
 
 def comparison_table(gammas: Sequence[float] = GAMMAS) -> list[dict[str, float]]:

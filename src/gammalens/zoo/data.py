@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gammalens.corpus import read_text, stdlib_source
 from gammalens.errors import GammalensError
 
 HELDOUT_FRACTION = 0.1  # share of stdlib files kept out of training, chosen by path hash
@@ -50,9 +51,8 @@ class StdlibSplit:
 
     def text(self, rel: str) -> str:
         """The UTF-8 text of one file (``''`` when unreadable)."""
-        from gammalens.corpus import _read_text
 
-        return _read_text(self.root / rel) or ""
+        return read_text(self.root / rel) or ""
 
 
 def split_stdlib(heldout_fraction: float = HELDOUT_FRACTION, limit: int | None = None) -> StdlibSplit:
@@ -67,9 +67,8 @@ def split_stdlib(heldout_fraction: float = HELDOUT_FRACTION, limit: int | None =
     """
     if not 0 < heldout_fraction < 1:
         raise GammalensError(f"heldout_fraction must be in (0, 1) (got {heldout_fraction})")
-    from gammalens.corpus import _stdlib_source
 
-    source = _stdlib_source()
+    source = stdlib_source()
     cut = round(256 * heldout_fraction)
     held = [d for d in source.doc_ids if hashlib.sha256(d.encode()).digest()[0] < cut]
     train = [d for d in source.doc_ids if hashlib.sha256(d.encode()).digest()[0] >= cut]

@@ -31,6 +31,7 @@ import numpy as np
 
 from gammalens.errors import GammalensError
 from gammalens.zoo.data import HELDOUT_FRACTION, split_stdlib, token_stream, write_heldout_folder
+from gammalens.zoo.tokenizer import save_tokenizer, train_tokenizer
 from gammalens.zoo.train import TrainConfig, train_model
 
 THETAS = (1e2, 1e3, 1e4, 1e5, 1e6)  # RoPE bases of the grid
@@ -94,7 +95,6 @@ class ZooData:
 
 def prepare_data(cfg: GridConfig, log: Callable[[str], None] = print) -> ZooData:
     """Split the stdlib, train the tokenizer, tokenize the streams, write ``tokenizer/``, ``heldout/``, ``data.json``."""
-    from gammalens.zoo.tokenizer import save_tokenizer, train_tokenizer
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from gammalens.atlas.record import record_run
 from gammalens.errors import GammalensError
+from gammalens.measuring.pipeline import measure
+from gammalens.model.load import ModelSource, load_model
+from gammalens.publish import publish
 from gammalens.zoo.grid import zoo_models
-from gammalens.zoo.predictor import HeadKernels, kernel_slope, leave_one_out, pooled_gamma, weight_kernels
+from gammalens.zoo.predictor import HeadKernels, calibrate, kernel_slope, leave_one_out, pooled_gamma, weight_kernels
 
 KERNEL_BOUNDS = (1e-2, 1e3)  # search range of β (gamma_kernel = β·S)
 WEIGHT_BOUNDS = (1e-3, 1e2)  # search range of c (head profiles softmax(c·s_h(d)))
@@ -98,29 +102,19 @@ LAYER_COLUMNS = ("model", "theta", "context", "layer", "gamma", "gamma_ci_low", 
 
 
 def measure_one(model_dir: Path, corpus: str, context: int, cfg: ZooMeasureConfig) -> Any:
-    """One :func:`gammalens.measure` run of a zoo model at ``context``; recorded in the atlas if asked."""
-    from gammalens.measurement import measure
-
+    """One measurement of a zoo model at ``context``; published into ``cfg.runs`` and recorded if asked."""
     result = measure(str(model_dir), corpus=corpus, context=context, windows=cfg.windows, bootstrap=cfg.bootstrap,
-                     seed=cfg.seed, device=cfg.device, out=cfg.runs)
-    if cfg.atlas is not None and result.run_dir is not None:
-        record_in_atlas(result.run_dir, cfg.atlas)
+                     seed=cfg.seed, device=cfg.device)
+    if cfg.runs is None:
+        return result
+    result = publish(result, cfg.runs)
+    if cfg.atlas is not None:  # unlike `measure`, a zoo measurement asked to record fails when it cannot
+        record_run(result.run_dir, cfg.atlas)
     return result
-
-
-def record_in_atlas(run_dir: Path, atlas: Path) -> bool:
-    """Record a run with ``gammalens.atlas.record_run`` when that exists; False when the atlas is unavailable."""
-    try:
-        from gammalens.atlas.record import record_run
-    except ImportError:
-        return False
-    record_run(run_dir, atlas)
-    return True
 
 
 def measure_zoo(cfg: ZooMeasureConfig, log: Callable[[str], None] = print) -> ZooTable:
     """Measure every model of ``cfg.zoo`` on held-out text and random tokens; add γ_Padé and our predictions."""
-    from gammalens.models import ModelSource, load_model
 
     heldout = Path(cfg.zoo) / "heldout"
     if not heldout.is_dir():
@@ -167,7 +161,6 @@ def add_predictions(models: list[dict[str, Any]], kernels: list[HeadKernels]) ->
     knows nothing of θ or T, the bar a geometric predictor has to clear.
     Returns the constants calibrated on every model (reported, not used for the LOO numbers).
     """
-    from gammalens.zoo.predictor import calibrate
 
     obs = np.array([r["gamma"] for r in models])
     S = np.array([r["kernel_S"] for r in models])

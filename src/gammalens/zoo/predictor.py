@@ -34,6 +34,7 @@ import numpy as np
 
 from gammalens.errors import GammalensError
 from gammalens.fit.power_law import fit_power_law, loglog_weights, weighted_line
+from gammalens.theory.rope import inv_freqs_from_model
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -143,7 +144,6 @@ class HeadKernels:
 
 def weight_kernels(model: Any) -> HeadKernels:
     """Read :class:`HeadKernels` from a loaded Llama-style model (q_proj, k_proj, input_layernorm, inv_freq)."""
-    from gammalens.theory.rope import inv_freqs_from_model
 
     freqs = list(inv_freqs_from_model(model).values())
     if not freqs:

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import GammalensError
+from gammalens.measuring.pipeline import measure
+from gammalens.model.load import ModelSource, load_model
+from gammalens.zoo.predictor import kernel_slope, pooled_gamma, weight_kernels
 
 FACTORS = (1 / 16, 1 / 4, 1.0, 4.0, 16.0, 64.0, 256.0)  # θ multipliers of the sweep
 
@@ -99,9 +102,6 @@ def rescale_sweep(cfg: RescaleConfig, log: Callable[[str], None] = print) -> lis
         ``gamma_pade`` at the new θ, ``kernel_S`` and the predictions ``gamma_kernel`` / ``gamma_weights`` (with
         the zoo's constants, when given), the per-layer γ as ``gamma_layer_0`` … and sink as ``sink_layer_0`` … .
     """
-    from gammalens.measurement import measure
-    from gammalens.models import ModelSource, load_model
-    from gammalens.zoo.predictor import kernel_slope, pooled_gamma, weight_kernels
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="gammalens-rescale-") as tmp:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from gammalens.errors import GammalensError
-from gammalens.models import quiet_transformers
+from gammalens.model.load import quiet_transformers
 from gammalens.zoo.data import segment_order, segment_rows
 from gammalens.zoo.tokenizer import save_tokenizer
 

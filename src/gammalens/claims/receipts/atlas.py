@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gammalens.atlas.taf import read_taf
+
 
 def _measurements() -> list[dict[str, Any]]:
-    from gammalens.atlas.taf import read_taf
 
     seen, out = set(), []
     for r in read_taf():
@@ -31,7 +32,6 @@ def r2_count(threshold: float = 0.95) -> dict[str, float]:
         ``above`` and ``measurements`` (distinct (model, corpus, γ, R²)), ``rows_above`` and ``rows``
         (every row of the file, duplicates included).
     """
-    from gammalens.atlas.taf import read_taf
 
     m, rows = _measurements(), read_taf()
     return {"above": float(sum(r["r2"] > threshold for r in m)), "measurements": float(len(m)),
@@ -74,7 +74,6 @@ def coverage() -> dict[str, float]:
         ``models`` (distinct model ids), ``name_families``, ``rope_models`` (models with a RoPE θ) and
         ``phase_a_share`` (share of the measurements with γ < 1).
     """
-    from gammalens.atlas.taf import read_taf
 
     rows = read_taf()
     m = _measurements()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from gammalens.claims.receipts.models import model_directory, rescaled_link_copy
+from gammalens.taf.estimator import taf_gamma
+
 
 def taf_theta_rescale(model: str = "smollm2", factors: tuple[float, ...] = (1.0, 256.0), windows: int = 8,
                       corpus: str = "stdlib", fit_min_distance: int = 30, seed: int = 42) -> dict[str, float]:
@@ -22,8 +25,6 @@ def taf_theta_rescale(model: str = "smollm2", factors: tuple[float, ...] = (1.0,
     dict
         ``gamma_taf_x{f}`` per factor f and ``delta_gamma_taf`` (last factor − first).
     """
-    from gammalens.claims.receipts.models import model_directory, rescaled_link_copy
-    from gammalens.taf.estimator import taf_gamma
 
     src = model_directory(model)
     out: dict[str, float] = {}

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from gammalens.fit.power_law import fit_power_law
+from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
+
 BOOK_DISTANCES = (10, 20, 30, 50, 100, 200, 500, 1000, 2000)  # the companion script's d grid (tokens)
 
 
@@ -71,7 +74,6 @@ def _probe_profiles(gamma: float, context: int, horizon: int, docs: int = 2, chu
     """
     import torch
 
-    from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 
     pos = torch.arange(context)
     vis = pos[:, None] >= pos[None, :]                                     # (q, k) causal
@@ -107,7 +109,6 @@ def uniform_causal(context: int = 256, horizon: int = 127) -> dict[str, float]:
     """
     import numpy as np
 
-    from gammalens.fit.power_law import fit_power_law
 
     naive, common = _probe_profiles(0.0, context, horizon)
     d = np.arange(1, horizon + 1)
@@ -126,7 +127,6 @@ def power_laws_recovered(gammas: tuple[float, ...] = (0.0, 0.3, 0.7, 1.0, 1.5, 2
     """
     import numpy as np
 
-    from gammalens.fit.power_law import fit_power_law
 
     d = np.arange(1, horizon + 1)
     err, naive_err = 0.0, 0.0

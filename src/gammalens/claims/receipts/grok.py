@@ -13,6 +13,9 @@ import csv
 import statistics
 from pathlib import Path
 
+from gammalens.grok.detector import ReRiseDetector
+from gammalens.grok.sweep import SweepConfig, run_sweep
+
 REPO = Path(__file__).resolve().parents[4]
 MAIN_CONDITIONS = ("grok", "wd0", "smallfrac")  # modular addition without the CKA penalty
 
@@ -39,10 +42,8 @@ def cka_rerise_from_curves(runs_dir: str = "docs/grokking/runs", threshold: floa
     """
     from scipy.stats import fisher_exact
 
-    from gammalens.grok.detector import ReRiseDetector
 
     if sweep:
-        from gammalens.grok.sweep import SweepConfig, run_sweep
 
         run_sweep(SweepConfig(), _runs_dir(runs_dir), only=MAIN_CONDITIONS)
     grokked = detected = controls = alarms = 0

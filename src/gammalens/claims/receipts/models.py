@@ -10,13 +10,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from gammalens.measuring.pipeline import measure
+from gammalens.model.gguf_cache import converted_dir, read_gguf_info
+from gammalens.model.load import resolve_model
+from gammalens.sinks.run import measure_sinks
+from gammalens.zoo.rescale import rescaled_copy
+
 TINY = "gammalens-tiny"
 
 
 def _model_row(model: str, **settings) -> dict:
-    from gammalens.measurement import measure
 
-    return measure(model, record=False, **settings).model_fit
+    return measure(model, **settings).model_fit
 
 
 def delta_gamma(model: str = TINY, context: int | None = None, windows: int = 4, bootstrap: int = 20,
@@ -36,19 +41,16 @@ def delta_gamma(model: str = TINY, context: int | None = None, windows: int = 4,
 
 def model_directory(model: str) -> Path:
     """The local Hugging Face directory of a model argument (a GGUF model's converted, cached directory)."""
-    from gammalens.models import resolve_model
 
     src = resolve_model(model)
     if src.gguf_path is None:
         return Path(src.path)
-    from gammalens.gguf_cache import converted_dir, read_gguf_info
 
     return converted_dir(src.gguf_path, read_gguf_info(src.gguf_path))
 
 
 def rescaled_link_copy(src: Path, factor: float, dest: Path) -> None:
     """``dest``: ``src`` with RoPE θ × ``factor`` in its config; the other files are symlinks (no weight copy)."""
-    from gammalens.zoo.rescale import rescaled_copy
 
     only_config = dest.with_name(dest.name + "-config")
     only_config.mkdir(parents=True)
@@ -115,7 +117,6 @@ def sinks_and_massive(model: str = "minilm", context: int = 64, windows: int = 4
         token) and, when there was something to ablate, ``sink_mass_k1_ablated`` and ``delta_sink`` (ablated
         − baseline) with the massive activations set to zero (``ablate='zero'``) or their mean.
     """
-    from gammalens.sinks.run import measure_sinks
 
     r = measure_sinks(model, context=context, windows=windows, bootstrap=20, bos_variant=False, ablate=ablate)
     layer = int(r.massive.top_abs[:, 0].argmax())

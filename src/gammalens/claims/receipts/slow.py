@@ -10,6 +10,10 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+from gammalens.zoo.grid import GridConfig, train_grid
+from gammalens.zoo.measure import ZooMeasureConfig, measure_zoo
+from gammalens.zoo.train import TrainConfig
+
 DEFAULT_ZOO = Path.home() / ".cache" / "gammalens" / "claims-zoo"
 
 
@@ -29,9 +33,6 @@ def zoo_pade_error(zoo_dir: str | None = None, windows: int = 16, bootstrap: int
         ``constant_median_rel_error`` (the leave-one-out mean γ of the other models as the prediction)
         and ``models``.
     """
-    from gammalens.zoo.grid import GridConfig, train_grid
-    from gammalens.zoo.measure import ZooMeasureConfig, measure_zoo
-    from gammalens.zoo.train import TrainConfig
 
     zoo = Path(zoo_dir).expanduser() if zoo_dir else DEFAULT_ZOO
     grid = GridConfig(out=zoo, base=TrainConfig(steps=steps, device=device), limit_files=limit_files)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+from gammalens.theory.kv_window import d_f
+from gammalens.theory.rope import inv_freq_default, n_active, t_cross, t_max
+from gammalens.theory.thermo import thermo
+
 
 def cv_erratum(n_direct: int = 10**6, n_large: int = 10**15) -> dict[str, float]:
     """C_V(γ = 1, N) against (ln N)²/12 and the once-published (ln N)²/4.
@@ -22,7 +26,6 @@ def cv_erratum(n_direct: int = 10**6, n_large: int = 10**15) -> dict[str, float]
     import numpy as np
     import sympy as sp
 
-    from gammalens.theory.thermo import thermo
 
     x, n = sp.symbols("x N", positive=True)
     z = sp.integrate(1 / x, (x, 1, n))
@@ -55,7 +58,6 @@ def fisher_is_cv_over_gamma2(gammas: tuple[float, ...] = (0.5, 1.0, 1.5, 2.5), n
     """
     import mpmath
 
-    from gammalens.theory.thermo import thermo
 
     worst = 0.0
     with mpmath.workdps(30):
@@ -82,7 +84,6 @@ def d_f_law() -> dict[str, float]:
         ``eps_exponent_gamma_2``: slope of ln D_f against ln ε at γ = 2, T = ∞, ε from 10⁻³ to 10⁻⁵
         (−1/(γ−1) = −1).
     """
-    from gammalens.theory.kv_window import d_f
 
     slope = (math.log(d_f(2.0, None, 1e-5)) - math.log(d_f(2.0, None, 1e-3))) / (math.log(1e-5) - math.log(1e-3))
     return {"saturation_gamma_1_5": d_f(1.5, 10**7) / d_f(1.5, None),
@@ -100,7 +101,6 @@ def entropy_growth(n_low: int = 10**6, n_high: int = 10**12) -> dict[str, float]
         ``slope_gamma_0_5`` (→ 1: entropy ~ ln N), ``slope_gamma_1`` (→ ½: entropy ≈ ½ ln N + ln ln N)
         and ``slope_gamma_1_5`` (→ 0: entropy saturates in Phase B).
     """
-    from gammalens.theory.thermo import thermo
 
     span = math.log(n_high) - math.log(n_low)
     out = {}
@@ -119,7 +119,6 @@ def aliasing(theta: float = 1e4, rotary_dim: int = 128) -> dict[str, float]:
         form); ``active_at_t_max``: active pairs at T_max = 2πθ (0: every pair has aliased, up to the
         slowest pair whose wavelength 2π·θ^((d−2)/d) falls just short of it).
     """
-    from gammalens.theory.rope import inv_freq_default, n_active, t_cross, t_max
 
     freqs = inv_freq_default(theta, rotary_dim)
     return {"active_fraction_at_t_cross": n_active(t_cross(theta), freqs) / (rotary_dim / 2),
