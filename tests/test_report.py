@@ -36,7 +36,7 @@ def test_report_of_one_run(tmp_path: Path) -> None:
     assert html.count('class="heatmap"') == 2                     # γ and sink mass
     for text in ("Decay profiles A(d), per layer", "γ per head", "γ = 1 (Hagedorn boundary)", "Sink mass per head",
                  "Fit quality", "2 of 8 heads flagged", "exponential preferred", "R² &lt; 0.85",
-                 "Predicted against measured", "gamma_pade", "On the atlas map", "No atlas given",
+                 "Predicted against measured", "gamma_pade", "On the atlas map", "No reference points on this map",
                  "uniform attention (null)", "naive mean mass/pairs", "distance d (tokens)", "gammalens verify"):
         assert text in html, text
     assert "Comparison" not in html
@@ -62,7 +62,7 @@ def test_report_of_several_runs_with_the_atlas(tmp_path: Path) -> None:
                  "published atlas, corpus mongo", "published atlas, corpus random", "other runs in the atlas",
                  "no RoPE", "γ_Padé(θ, T)", "heads A / boundary / B"):
         assert text in html, text
-    assert "No atlas given" not in html
+    assert "No reference points on this map" not in html
     # every published row is a point on the map (its tooltip names its source)
     published = len(taf_csv().read_text().strip().splitlines()) - 1
     assert len(re.findall(r"<title>[^<]*· (e4_gamma|master)</title>", html)) == published
@@ -75,7 +75,7 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["report", str(run), "-o", str(tmp_path / "r.html")])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "r.html")
-    assert "No atlas given" not in (tmp_path / "r.html").read_text()
+    assert "No reference points on this map" not in (tmp_path / "r.html").read_text()
 
 
 def test_an_unusable_atlas_costs_only_the_reference_points(tmp_path: Path) -> None:

@@ -47,18 +47,63 @@ def _console() -> Any:
     return terminal.console()
 
 
-def _print(rows: list[dict[str, str]], title: str, right: set[str]) -> None:
+# columns of ids (model id, run id, source), which are never cut: in a narrow terminal they fold onto more lines
+IDS = {"model", "id / source", "entry"}
+ID_MIN = 12  # columns an id keeps before the other columns give up theirs
+
+
+def _table(rows: list[dict[str, str]], title: str, right: set[str], ids: set[str], compact: bool,
+           widths: list[int] | None) -> Any:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", header_style="bold")
-    if not rows:
-        _console().print(f"{title}: nothing matches.")
-        return
-    for column in rows[0]:
-        table.add_column(column, justify="right" if column in right else "left")
+    # compact: no frame, and one space between columns (rich's default spends 3 columns of borders per column)
+    style: dict[str, Any] = dict(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0) if compact else {}
+    table = Table(title=title, title_justify="left", header_style="bold", **style)
+    for k, column in enumerate(rows[0]):
+        table.add_column(column, justify="right" if column in right else "left", width=widths[k] if widths else None,
+                         overflow="fold" if column in ids else "ellipsis")
     for row in rows:
         table.add_row(*row.values())
-    _console().print(table)
+    return table
+
+
+def _layout(console: Any, rows: list[dict[str, str]], title: str, ids: set[str]) -> tuple[bool, list[int] | None]:
+    """(compact, widths) for a table of ``rows`` on ``console``: rich's borders and widths where the whole table
+    fits, else compact borders and widths that keep every word of the other columns whole and give the
+    ids (folded, never cut) what is left, at least :data:`ID_MIN`; (True, None): rich's widths, compact."""
+    from rich.cells import cell_len
+
+    columns = list(rows[0])
+    texts = [[column, *(row[column] for row in rows)] for column in columns]
+    full = [max(cell_len(line) for t in ts for line in t.splitlines() or [""]) for ts in texts]
+    word = [max((cell_len(w) for t in ts for w in t.split()), default=1) for ts in texts]
+    low = [min(f, ID_MIN) if c in ids else min(f, w) for c, f, w in zip(columns, full, word, strict=True)]
+    for compact in (False, True):
+        probe = _table([dict.fromkeys(columns, "")], title, set(), set(), compact, [1] * len(columns))
+        room = console.width - (console.measure(probe).maximum - len(columns))  # the width less borders, padding
+        if sum(full) <= room:
+            return compact, None
+    if sum(low) > room:
+        return True, None
+    widths, spare = list(low), room - sum(low)
+    for wanted in ([c in ids for c in columns], [True] * len(columns)):  # the ids first, then the rest
+        while spare > 0:
+            short = [k for k, want in enumerate(wanted) if want and widths[k] < full[k]]
+            if not short:
+                break
+            for k in short[:spare]:
+                widths[k] += 1
+            spare -= min(spare, len(short))
+    return compact, widths
+
+
+def _print(rows: list[dict[str, str]], title: str, right: set[str], ids: set[str] = IDS) -> None:
+    console = _console()
+    if not rows:
+        console.print(f"{title}: nothing matches.")
+        return
+    console.print(_table(rows, title, right, ids, *_layout(console, rows, title, ids)))
 
 
 def print_entries(frame: pd.DataFrame, title: str) -> None:
@@ -97,7 +142,7 @@ def print_comparison(c: Comparison) -> None:
         for frame, title in ((c.layers, "Per-layer γ (heads pooled)"), (c.layer_sink_mass, "Per-layer sink mass")):
             rows = [{"layer": str(int(layer)), **{str(k): _num(v) for k, v in row.items()}}
                     for layer, row in frame.iterrows()]
-            _print(rows, title, set(rows[0]) if rows else set())
+            _print(rows, title, set(rows[0]) if rows else set(), ids=set(rows[0]) - {"layer"} if rows else set())
     model_rows = c.predictions[c.predictions["scope"] != "head"]
     if len(model_rows):
         rows = [{"entry": str(r["label"]), "row": str(r["name"]), "quantity": str(r["quantity"]),

@@ -333,6 +333,14 @@ def _gib(n: int | None) -> str:
     return "—" if n is None else f"{n / GIB:,.2f} GiB"
 
 
+def _negative_pade(gamma: float) -> str:
+    """What a negative γ_Padé means (T > √2·θ); its phase label alone (A: looks far) does not say."""
+    if not gamma < 0:
+        return ""
+    return ("; γ_Padé < 0 is outside the power-law regime: the Padé approximation predicts attention that grows "
+            "with distance, i.e. T is beyond the RoPE horizon (T > √2·θ)")
+
+
 def render(card: ConfigCard, console: Any = None) -> None:
     """Print the card as rich tables: facts and predictions, then the verdicts."""
     from rich.table import Table
@@ -370,7 +378,8 @@ def render(card: ConfigCard, console: Any = None) -> None:
         facts.add_row("γ_Padé", f"does not apply: {a['positions']} positions, not RoPE")
     if p is not None:
         facts.add_section()
-        facts.add_row("γ_Padé at T", f"{p['gamma_pade']:.4f} (phase {p['phase']}) at T = {p['context']:,}")
+        facts.add_row("γ_Padé at T", f"{p['gamma_pade']:.4f} (phase {p['phase']}) at T = {p['context']:,}"
+                      + _negative_pade(p["gamma_pade"]))
         facts.add_row("d_horizon · θ_eff^Padé", f"{_fmt(p['d_horizon'])} tokens · {_fmt(p['theta_eff_pade'])}")
         facts.add_row("regime (predicted)", p["regime"])
         capped = f", capped by the sliding window (uncapped {p['D_f_uncapped']:,})" if p["D_f_capped_by_window"] else ""

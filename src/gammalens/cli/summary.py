@@ -80,7 +80,9 @@ def summary_dict(result: Any) -> dict:
     keep = ("name", "layer", "gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass", "preferred_model")
     return to_jsonable({
         "run_dir": str(result.run_dir) if result.run_dir is not None else None,
-        "model": man["model"]["id"], "corpus": man["corpus"]["name"], "settings": man["settings"],
+        # settings.model is None for the default model: report the model measured (the manifest's model.id)
+        "model": man["model"]["id"], "corpus": man["corpus"]["name"],
+        "settings": man["settings"] | {"model": man["settings"].get("model") or man["model"]["id"]},
         "result": man["result"], "model_fit": result.model_fit,
         "layers": [{k: r.get(k) for k in keep} for r in result.fits if r["scope"] == "layer"],
         **({"taf": man["taf"]} if man.get("taf") else {}),  # the book's estimator, with --estimator taf

@@ -9,3 +9,32 @@
 
 Nothing here is imported by ``import gammalens``; torch, transformers and kvpress load on first use.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["GammaWindowCache", "GammaWindowPress"]
+
+KVPRESS_HINT = "GammaWindowPress needs kvpress, an optional extra: pip install 'gammalens[kvpress]'"
+
+
+def __getattr__(name: str) -> Any:
+    """``GammaWindowCache`` and ``GammaWindowPress`` on first use, so ``import gammalens.kv`` stays light."""
+    if name == "GammaWindowCache":
+        from gammalens.kv.cache import GammaWindowCache
+
+        return GammaWindowCache
+    if name == "GammaWindowPress":
+        import importlib.util
+
+        if importlib.util.find_spec("kvpress") is None:
+            raise ImportError(KVPRESS_HINT, name="kvpress")
+        from gammalens.kv.press import GammaWindowPress
+
+        return GammaWindowPress
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -13,10 +13,14 @@ def _bytes(n: float) -> str:
     return f"{n:.2f} TiB"
 
 
-def print_plan(plan: Any, rows: int = 0) -> None:
-    """Print ``plan`` (a :class:`~gammalens.kv.plan.KVPlan`) with rich; ``rows`` > 0 limits the head rows."""
-    from rich.console import Console
+def print_plan(plan: Any, rows: int = 0, console: Any = None) -> None:
+    """Print ``plan`` (a :class:`~gammalens.kv.plan.KVPlan`) with rich; ``rows`` > 0 limits the head rows.
+
+    ``console``: a rich Console; by default :func:`gammalens.terminal.console`, the terminal's width on a
+    terminal and a wide page when piped, so the table's cells stay whole in a log, like every other table."""
     from rich.table import Table
+
+    from gammalens import terminal
 
     d = plan.to_dict()
     mode = f"ε = {plan.eps:g}" if plan.mode == "eps" else "budget (water-filling)"
@@ -27,7 +31,7 @@ def print_plan(plan: Any, rows: int = 0) -> None:
     for h in heads:
         table.add_row(str(h["layer"]), str(h["kv_head"]), " ".join(f"{g:.2f}" for g in h["gamma"]), str(h["window"]), str(h["tokens"]),
                       f"{h['lost']:.4f}", f"{h['tail_max']:.3f}")
-    console = Console()
+    console = console or terminal.console()
     console.print(table)
     t = d["totals"]
     console.print(f"tokens {t['tokens']:,} of {t['full_tokens']:,} ({t['kept_fraction']:.1%}, compression "

@@ -111,10 +111,19 @@ def atlas_map(runs: list[RunFiles], labels: list[str], points: list[dict[str, An
         placed.append((plot, plot.px(x), plot.py(p["gamma"]) + dy))
         plot.label(x, p["gamma"], p["model_id"].split("/")[-1], dx=11, dy=dy, weight="600", fill=p["color"])
         items.append((swatch("marker", p["color"], shape="star"), f"{p['label']} (this report)"))
-    note = ""
+    return legend(items) + f'<div class="figrow">{main.render()}{strip.render()}</div>' + _note(points)
+
+
+def _note(points: list[dict[str, Any]] | None) -> str:
+    """What the map lacks and the commands that fill it in (``import-taf`` takes no file: it ships with gammalens)."""
+    redraw = ("<code>gammalens atlas import-taf</code> (no argument: it imports the book's published rows shipped "
+              "with gammalens into the default atlas), then redraw with <code>gammalens report RUN_DIR</code>, "
+              "which reads the default atlas (<code>--atlas FILE</code> for another).")
     if points is None:
-        note = ('<p class="note">No atlas given: the reference points are missing. Import the book\'s atlas with '
-                "<code>gammalens atlas import-taf FILE</code> and pass <code>--atlas</code> to "
-                "<code>gammalens report</code>.</p>")
-    return legend(items) + f'<div class="figrow">{main.render()}{strip.render()}</div>' + note
+        return ('<p class="note">No reference points on this map: this report was drawn without an atlas '
+                "(<code>gammalens measure</code> writes a run's report before it records the run in the atlas). To compare with the book, run "
+                f"{redraw}</p>")
+    if not any(p["kind"] == "reference" for p in points):
+        return f'<p class="note">The atlas holds no reference rows yet. To compare with the book, run {redraw}</p>'
+    return ""
 

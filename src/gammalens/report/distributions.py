@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -10,6 +11,10 @@ from gammalens.atlas.quality import R2_LOW, R2_RELIABLE
 from gammalens.report.colors import PHASE_A, PHASE_B, RUN_COLORS, gamma_color, gamma_span
 from gammalens.report.svg import Plot, Scale, fmt, legend, nice_range, swatch
 from gammalens.runs.reader import RunFiles
+
+
+def _heads(n: int) -> str:
+    return f"{n} head" if n == 1 else f"{n} heads"
 
 
 def _bins(gammas: list[float]) -> np.ndarray:
@@ -42,7 +47,7 @@ def gamma_histogram(runs: list[RunFiles], labels: list[str], uid: str) -> str:
         for lo, hi, n in zip(edges[:-1], edges[1:], counts[0], strict=True):
             if n:
                 p.rect(lo, 0, hi, n, fill=gamma_color((lo + hi) / 2, span), stroke="#666",
-                       title=f"γ ∈ [{fmt(lo)}, {fmt(hi)}): {n} heads")
+                       title=f"γ ∈ [{fmt(lo)}, {fmt(hi)}): {_heads(int(n))}")
         fit = runs[0].model_fit
         y = top * 1.12
         lo, hi = fit.get("gamma_ci_low"), fit.get("gamma_ci_high")
@@ -63,9 +68,15 @@ def gamma_histogram(runs: list[RunFiles], labels: list[str], uid: str) -> str:
             p.line(xs, ys, stroke=color, width=2.0, title=labels[k])
             items.append((swatch("line", color), labels[k]))
     p.vline(1.0, stroke="#222", dash="6 4", width=1.5, label="γ = 1 (Hagedorn boundary)")
-    n_a, n_b = sum(g < 1 for g in every), sum(g > 1 for g in every)
-    items += [(swatch("box", PHASE_A, opacity=0.15), f"Phase A (γ < 1, looks far): {n_a} heads"),
-              (swatch("box", PHASE_B, opacity=0.15), f"Phase B (γ > 1, concentrates): {n_b} heads")]
+    # the phase column of fits.csv, the terminal summary's rule: 'boundary' when a head's CI contains γ = 1
+    phases = Counter(r.get("phase") for run in runs for r in run.head_fits)
+    items += [(swatch("box", PHASE_A, opacity=0.15), f"Phase A (γ < 1, looks far): {_heads(phases['A'])}"),
+              (swatch("line", "#222", dash="6 4", width=1.5),
+               f"boundary (95% CI contains γ = 1): {_heads(phases['boundary'])}"),
+              (swatch("box", PHASE_B, opacity=0.15), f"Phase B (γ > 1, concentrates): {_heads(phases['B'])}")]
+    if phases["undetermined"]:
+        items.append((swatch("box", "#bbbbbb", opacity=0.3), f"undetermined (no finite γ): "
+                                                             f"{_heads(phases['undetermined'])}"))
     return legend(items) + p.render()
 
 

@@ -19,6 +19,12 @@ def _f(x: Any, nd: int = 3, sign: bool = False) -> str:
     return f"{x:+.{nd}f}" if sign else f"{x:.{nd}f}"
 
 
+def _n(n: int, noun: str) -> str:
+    """``1 head``, ``2 heads``: a count with its noun in the singular or the plural."""
+    n = int(n)
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _g(x: float) -> str:
     return "—" if not math.isfinite(x) else f"{x:.3g}"
 
@@ -74,16 +80,16 @@ def print_sinks(result: SinkResult, *, heads: int = 12, models: Correlation | No
 
     n_heads = b.first_key_share.size
     tokens = Counter(zip(b.sink_token.ravel(), b.sink_kind.ravel(), strict=True)).most_common(3)
-    console.print(f"[bold]sink rate {result.sink_rate:.2f}[/] ({int((b.first_key_share > eps).sum())}/{n_heads} "
-                  f"heads) · sink mass k={k} {b.mass_k(k).mean():.3f} · sink token: "
-                  + ", ".join(f"{tok!r} ({kind}) in {n} heads" for (tok, kind), n in tokens))
+    console.print(f"[bold]sink rate {result.sink_rate:.2f}[/] ({int((b.first_key_share > eps).sum())}/"
+                  f"{_n(n_heads, 'head')}) · sink mass k={k} {b.mass_k(k).mean():.3f} · sink token: "
+                  + ", ".join(f"{tok!r} ({kind}) in {_n(n, 'head')}" for (tok, kind), n in tokens))
     console.print(_massive_line(result))
     console.print(f"BOS: {result.bos_note}" + (_variant_line(result, result.bos) if result.bos is not None else ""))
     if result.ablated is not None:
         mc = result.model_columns()
         where = ", ".join(f"layer {lay}: dims {sorted(d)}" for lay, d in m.arising().items())
         console.print(f"ablation ({result.settings['ablate']}, where they arise — {where}): "
-                      f"{sum(result.ablated_count)} coordinates replaced · Δsink k={k} "
+                      f"{_n(sum(result.ablated_count), 'coordinate')} replaced · Δsink k={k} "
                       f"{_f(mc['delta_sink_ablated'], sign=True)} · Δγ {_f(mc['delta_gamma_ablated'], sign=True)} "
                       f"(model) · sink rate {result.sink_rate:.2f} → "
                       f"{float((result.ablated.first_key_share > eps).mean()):.2f}")
@@ -107,9 +113,10 @@ def _massive_line(result: SinkResult) -> str:
         return (f"massive activations: none ({crit}); largest |h| {_g(m.top_abs[i, 0])} at layer {i}, "
                 f"{m.top_abs[i, 0] / m.median_abs[i]:.0f}× its median")
     sites = [s for s in m.sites if s["layer"] == m.first_layer]
-    where = ", ".join(f"dim {s['dim']} at position {s['position']} (|h| ≤ {_g(s['max_abs'])}, {s['n']} windows)"
+    where = ", ".join(f"dim {s['dim']} at position {s['position']} (|h| ≤ {_g(s['max_abs'])}, "
+                      f"{_n(s['n'], 'window')})"
                       for s in sites[:4]) + (" …" if len(sites) > 4 else "")
-    return (f"massive activations ({crit}): {int(m.count.sum())} coordinates, first at layer {m.first_layer}: "
+    return (f"massive activations ({crit}): {_n(m.count.sum(), 'coordinate')}, first at layer {m.first_layer}: "
             f"{where}" + (" — truncated: thresholds too low?" if m.truncated else ""))
 
 
@@ -118,7 +125,11 @@ def _variant_line(result: SinkResult, v: Any) -> str:
     moved = Counter(v.sink_kind.ravel()).most_common(2)
     return (f" → sink rate {result.sink_rate:.2f} → {float((v.first_key_share > eps).mean()):.2f}, sink k={k} "
             f"{b.mass_k(k).mean():.3f} → {v.mass_k(k).mean():.3f}, γ {_f(b.model_gamma)} → {_f(v.model_gamma)}; "
-            "the sink then sits on " + ", ".join(f"{kind} ({n} heads)" for kind, n in moved))
+            "the sink then sits on " + ", ".join(f"{kind} ({_n(n, 'head')})" for kind, n in moved))
+
+
+def _strongest(n: int) -> str:
+    return "the strongest sink" if n == 1 else f"{n} strongest sinks"
 
 
 def _head_table(result: SinkResult, heads: int, console: Any) -> None:
@@ -128,7 +139,7 @@ def _head_table(result: SinkResult, heads: int, console: Any) -> None:
     if heads > 0:
         df = df.head(heads)
     k = result.sink_k
-    title = "per head" + (f", {len(df)} strongest sinks" if heads > 0 else "")
+    title = "per head" + (f", {_strongest(len(df))}" if heads > 0 else "")
     t = Table(title=title, title_justify="left")
     extra = {}
     if result.bos is not None:
