@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 TF52 := .venv-tf52
 TF52_STAMP := $(TF52)/.installed
 TF52_EXTRAS := $(shell grep -q '^kvpress *=' pyproject.toml && echo test,kvpress || echo test)
-TF52_TESTS = tests/test_probe_contract.py tests/test_cli.py tests/test_faults.py $(wildcard tests/test_kv*.py)
+TF52_TESTS = tests/test_probe_contract.py tests/test_cli.py tests/test_faults.py tests/test_first_hour_kv.py $(wildcard tests/test_kv*.py)
 
 $(TF52_STAMP): pyproject.toml
 	$(PY) -m venv $(TF52)

@@ -3,7 +3,7 @@
 Steps, each resumable (a finished cell is read back, never re-measured), so the script can be stopped and re-run:
 
 1. ``sweep``: ``experiments/real_atlas.toml`` through ``gammalens sweep`` — every model on held-out text and on
-   random tokens at 512 and 2048 tokens (the 512-token text cell with the book's estimator beside ours), all
+   random tokens at 512, 2048 and (the three smaller) 8192 tokens (the 512-token text cell with the book's estimator beside ours), all
    recorded in one atlas (``runs/real-atlas.duckdb``);
 2. ``sinks``: ``gammalens sinks`` per model at 512 × stdlib × 4 windows: sink mass and rate, massive
    activations, and the ablation that tests whether they cause the sink;
@@ -190,7 +190,7 @@ def step_doc(docs: Path) -> None:
     book = book_rows()
     table, layers = [], []
     for model in MODELS:
-        for context in (512, 2048):
+        for context in (512, 2048, 8192):
             for corpus in ("stdlib", "random"):
                 run = runs.get((model, context, corpus))
                 if run is None:
@@ -227,7 +227,37 @@ def step_doc(docs: Path) -> None:
                                 "gamma": num(m["gamma"]), "gamma_ci_low": num(m["gamma_ci_low"]),
                                 "gamma_ci_high": num(m["gamma_ci_high"]), "sink_mass": num(m["sink_mass"])})
     write_csv(docs / "real_atlas_rescale.csv", rescale)
-    render(docs / "real_models.md", table, layers, sinks, rescale, book)
+    compare = write_map_and_compare(docs, runs)
+    render(docs / "real_models.md", table, layers, sinks, rescale, book, compare)
+
+
+def write_map_and_compare(docs: Path, runs: dict[tuple[str, int, str], Path]) -> str:
+    """The report's atlas map (γ against θ, the book's rows behind ours) as ``docs/real_atlas_map.svg``, and
+    ``gammalens atlas compare`` of each model with its relative, as text."""
+    import contextlib
+    import io
+    import re
+
+    from gammalens.atlas import import_taf
+    from gammalens.atlas.compare import compare
+    from gammalens.atlas.console import print_comparison
+    from gammalens.report.atlas_map import atlas_map, atlas_points
+    from gammalens.runs.reader import read_run
+
+    import_taf(atlas=ATLAS)  # the book's rows: a no-op once they are there
+    mine = [read_run(runs[(m, 512, "stdlib")]) for m in MODELS if (m, 512, "stdlib") in runs]
+    if not mine:
+        return ""
+    html = atlas_map(mine, [r.model_id for r in mine], atlas_points(ATLAS, {r.run_id for r in mine}), "real")
+    svg = re.search(r"<svg.*?</svg>", html, flags=re.S)
+    if svg:
+        (docs / "real_atlas_map.svg").write_text(svg.group(0) + "\n", encoding="utf-8")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        for model in MODELS:
+            if any(k[0] == model for k in runs):
+                print_comparison(compare([model, RELATIVE[model]], atlas=ATLAS))
+    return buf.getvalue()
 
 
 def f3(x: Any) -> str:
@@ -240,13 +270,13 @@ def md(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render(doc: Path, table: list[dict], layers: list[dict], sinks: list[dict], rescale: list[dict],
-           book: dict[str, list[dict[str, str]]]) -> None:
+           book: dict[str, list[dict[str, str]]], compare: str = "") -> None:
     by = {(r["model"], r["context"], r["corpus"]): r for r in table}
     rows = []
     for model in MODELS:
         rel = RELATIVE[model]
         b = {r["corpus"]: num(r["gamma"]) for r in book.get(rel, []) if r.get("source") == "e4_gamma"}
-        for context in (512, 2048):
+        for context in (512, 2048, 8192):
             t, z = by.get((model, context, "stdlib")), by.get((model, context, "random"))
             if t is None:
                 continue
@@ -277,7 +307,11 @@ def render(doc: Path, table: list[dict], layers: list[dict], sinks: list[dict], 
         "models, bf16, another corpus). Files: `docs/real_atlas.csv`, per layer `docs/real_atlas_layers.csv`.",
         "### Cross-model verdicts", verdicts,
         "### Sinks and massive activations (512 tokens × 4 stdlib windows; ablation: zero them where they arise)",
-        sinks_md, "### θ-rescale control (512 random tokens × 4 windows; weights untouched)", res_md])
+        sinks_md, "### θ-rescale control (512 random tokens × 4 windows; weights untouched)", res_md,
+        "### On the atlas map, and next to the book's relatives",
+        "![γ against θ: our four decoders (stars, T = 512 text) among the book's published rows](real_atlas_map.svg)",
+        "`gammalens atlas compare MODEL RELATIVE --atlas runs/real-atlas.duckdb` (after `gammalens atlas import-taf`):",
+        "```\n" + compare.strip() + "\n```" if compare else "(no atlas yet)"])
     text = doc.read_text(encoding="utf-8")
     begin, end = "<!-- atlas:begin -->", "<!-- atlas:end -->"
     if begin in text:
@@ -289,7 +323,7 @@ def render(doc: Path, table: list[dict], layers: list[dict], sinks: list[dict], 
 
 def _verdicts(table: list[dict], layers: list[dict], sinks: list[dict], rescale: list[dict]) -> str:
     out = []
-    for context in (512, 2048):
+    for context in (512, 2048, 8192):
         errs = {m: [abs(r["gamma_pade_rel_error"]) for r in layers if r["model"] == m and r["context"] == context
                     and r["corpus"] == "stdlib" and math.isfinite(r["gamma_pade_rel_error"])] for m in MODELS}
         pooled = [e for v in errs.values() for e in v]
