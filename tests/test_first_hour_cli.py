@@ -187,3 +187,19 @@ def test_the_worked_sweeps_output_is_git_ignored() -> None:
         assert done.returncode == 0, f"{path} is not git-ignored"
     done = subprocess.run(["git", "check-ignore", "-q", str(spec.relative_to(REPO))], cwd=REPO)
     assert done.returncode == 1                           # the spec itself stays tracked
+
+
+def test_identical_reruns_show_once_in_atlas_list(tmp_path, capsys) -> None:
+    """Three identical measurements are one line with their count; a different one stays its own line."""
+    from tests.test_cli import run_cli
+
+    atlas = tmp_path / "atlas.duckdb"
+    base = ["measure", "--context", "48", "--windows", "2", "--bootstrap", "0", "--out", str(tmp_path / "runs"),
+            "--atlas", str(atlas), "--no-report", "--quiet"]
+    for extra in ([], [], [], ["--seed", "1"]):
+        code, _, err = run_cli([*base, *extra], capsys)
+        assert code == 0, err
+    code, out, err = run_cli(["atlas", "list", "--atlas", str(atlas)], capsys)
+    assert code == 0, err
+    assert "(×3: identical re-runs)" in out and "2 identical re-run(s) folded" in out
+    assert out.count("gammalens-tiny-") == 2  # the three identical runs once, the other seed once

@@ -107,14 +107,37 @@ def _print(rows: list[dict[str, str]], title: str, right: set[str], ids: set[str
 
 
 def print_entries(frame: pd.DataFrame, title: str) -> None:
-    """Runs and reference rows, one line each."""
-    rows = [{"kind": str(r["kind"]), "model": str(r["model_id"]), "corpus": str(r["corpus"]),
-             "θ": _num(r["theta"]), "T": _num(r["context"]), "γ [95% CI]": _gamma(r), "R²": _num(r["r2"]),
-             "phase": str(r["phase"]), "heads A/b/B": _counts(r, "heads_A", "heads_boundary", "heads_B"),
-             "sink": _num(r["sink_mass"]), "flagged": _num(_flagged(r)),
-             "id / source": str(r["run_id"] if r["kind"] == "measured" else r["source"])}
-            for _, r in frame.iterrows()]
-    _print(rows, f"{title} ({len(rows)})", {"θ", "T", "R²", "heads A/b/B", "sink", "flagged"})
+    """Runs and reference rows, one line each; identical re-runs (same model, settings and γ) once, counted."""
+    repeats: dict[tuple, int] = {}
+    first: dict[tuple, int] = {}
+    keys = [_repeat_key(r, i) for i, (_, r) in enumerate(frame.iterrows())]
+    for i, key in enumerate(keys):
+        repeats[key] = repeats.get(key, 0) + 1
+        first.setdefault(key, i)
+    rows = []
+    for i, (_, r) in enumerate(frame.iterrows()):
+        key = keys[i]
+        if first[key] != i:
+            continue
+        ident = str(r["run_id"] if r["kind"] == "measured" else r["source"])
+        if repeats[key] > 1:
+            ident += f" (×{repeats[key]}: identical re-runs)"
+        rows.append({"kind": str(r["kind"]), "model": str(r["model_id"]), "corpus": str(r["corpus"]),
+                     "θ": _num(r["theta"]), "T": _num(r["context"]), "γ [95% CI]": _gamma(r), "R²": _num(r["r2"]),
+                     "phase": str(r["phase"]), "heads A/b/B": _counts(r, "heads_A", "heads_boundary", "heads_B"),
+                     "sink": _num(r["sink_mass"]), "flagged": _num(_flagged(r)), "id / source": ident})
+    folded = len(frame) - len(rows)
+    note = f"; {folded} identical re-run(s) folded" if folded else ""
+    _print(rows, f"{title} ({len(rows)}{note})", {"θ", "T", "R²", "heads A/b/B", "sink", "flagged"})
+
+
+def _repeat_key(row: Any, i: int) -> tuple:
+    """Measured runs with the same model, settings hash (the run id's last part) and γ are one measurement."""
+    if row["kind"] != "measured":
+        return ("ref", i)
+    gamma = row.get("gamma")
+    return ("measured", str(row["model_id"]), str(row["run_id"]).rsplit("-", 1)[-1],
+            None if gamma is None or (isinstance(gamma, float) and math.isnan(gamma)) else round(float(gamma), 9))
 
 
 def _flagged(row: Any) -> Any:

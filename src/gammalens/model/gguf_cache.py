@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from gammalens.errors import ModelError, first_line
 from gammalens.model.architecture import quiet_transformers
 from gammalens.model.gguf_vocab import read_spm_vocab
@@ -83,11 +85,12 @@ class GGUFInfo:
 
 
 def gguf_cache_root() -> Path:
-    """The cache directory: ``$GAMMALENS_CACHE``, else ``$XDG_CACHE_HOME/gammalens``, else ``~/.cache/gammalens``."""
+    """The cache directory: ``$GAMMALENS_CACHE``, else the platform's user cache folder for gammalens
+    (``platformdirs``: ``$XDG_CACHE_HOME/gammalens`` or ``~/.cache/gammalens`` on Linux, ``~/Library/Caches``
+    on macOS, ``%LOCALAPPDATA%`` on Windows)."""
     if os.environ.get("GAMMALENS_CACHE"):
         return Path(os.environ["GAMMALENS_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "gammalens"
+    return Path(platformdirs.user_cache_dir("gammalens", appauthor=False))
 
 
 def is_gguf(path: Path) -> bool:
