@@ -45,6 +45,14 @@ def record_run(run_dir: Path | str, atlas: Path | str | None = None) -> str:
     str
         The run id.
 
+    Raises
+    ------
+    RunFormatError
+        ``run_dir`` is not a valid run directory (nothing is written to the atlas).
+    AtlasError
+        The atlas cannot be opened, read or written (whatever DuckDB or the file system raised, through
+        :func:`gammalens.atlas.store.atlas_errors`): the transaction is rolled back, so no row of the run is kept.
+
     Examples
     --------
     >>> record_run("runs/minilm-20260101-000000-0123abcd")   # doctest: +SKIP

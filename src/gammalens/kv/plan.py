@@ -206,8 +206,12 @@ def _check_arch(manifest: dict) -> dict:
     n_heads, n_kv = arch.get("n_heads"), arch.get("n_kv_heads") or arch.get("n_heads")
     if not n_heads or not n_kv or n_heads % n_kv:
         raise KVError(f"the run's model has {n_heads} query heads and {n_kv} KV heads; need a multiple")
+    head_dim = arch.get("head_dim") or (arch.get("hidden_size") or 0) // int(n_heads)
+    if not head_dim:
+        raise KVError(f"the run's manifest gives neither model.arch.head_dim nor hidden_size for {kind}; the KV "
+                      "bytes need the head size")
     return {"id": manifest["model"].get("id"), "model_type": kind, "n_layers": int(arch["n_layers"]),
-            "n_heads": int(n_heads), "n_kv_heads": int(n_kv), "head_dim": int(arch["head_dim"]),
+            "n_heads": int(n_heads), "n_kv_heads": int(n_kv), "head_dim": int(head_dim),
             "rope_theta": arch.get("rope_theta")}
 
 
