@@ -7,6 +7,7 @@ returns the full DataFrames.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from gammalens import terminal
@@ -136,7 +137,9 @@ def _repeat_key(row: Any, i: int) -> tuple:
     if row["kind"] != "measured":
         return ("ref", i)
     gamma = row.get("gamma")
-    return ("measured", str(row["model_id"]), str(row["run_id"]).rsplit("-", 1)[-1],
+    # <model>-<date>-<time>-<settings hash>[-<n> for runs that started in the same second]
+    digest = re.search(r"-\d{8}-\d{6}-([0-9a-f]{8})(?:-\d+)?$", str(row["run_id"]))
+    return ("measured", str(row["model_id"]), digest.group(1) if digest else str(row["run_id"]),
             None if gamma is None or (isinstance(gamma, float) and math.isnan(gamma)) else round(float(gamma), 9))
 
 

@@ -1,4 +1,9 @@
-"""``gammalens card``: predict attention type, γ_Padé, regime, KV cache and GPU fit from a config alone."""
+"""``gammalens card``: predict attention type, γ_Padé, regime, KV cache and GPU fit from a config alone.
+
+Flags are checked before the config is read: ``--batch``, ``--gpu-mem`` and ``--activation-gib`` by their options'
+ranges; ``--context`` (≥ 1 token), ``--eps`` (in (0, 1)), a finite ``--gpu-mem`` and an activation allowance below it by
+:func:`~gammalens.card.config_card.build_card`, whose first lines they are.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Annotated
 import typer
 
 from gammalens.cli.failure import ctrl_c_is_an_error
+from gammalens.cli.options import within
 
 
 def card(
@@ -16,9 +22,9 @@ def card(
     dtype: Annotated[str | None, typer.Option(help="Weights dtype: fp32, bf16, fp16, fp8, int8 or int4. "
                                               "Default: the config's torch_dtype, else bf16.")] = None,
     kv_dtype: Annotated[str | None, typer.Option(help="KV-cache dtype. Default: the weights dtype.")] = None,
-    batch: Annotated[int, typer.Option(help="Sequences held in the KV cache at once.")] = 1,
-    gpu_mem: Annotated[float, typer.Option(help="GPU memory in GiB.")] = 80.0,
-    activation_gib: Annotated[float | None, typer.Option(help="Memory kept for activations, CUDA context and "
+    batch: Annotated[int, typer.Option(min=1, help="Sequences held in the KV cache at once.")] = 1,
+    gpu_mem: Annotated[float, typer.Option(callback=within(0, low_open=True), help="GPU memory in GiB (> 0).")] = 80.0,
+    activation_gib: Annotated[float | None, typer.Option(min=0.0, help="Memory kept for activations, CUDA context and "
                                                          "fragmentation, in GiB. Default: 10% of --gpu-mem.")] = None,
     eps: Annotated[float, typer.Option(help="Mass fraction outside the predicted KV window D_f.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON.")] = False,

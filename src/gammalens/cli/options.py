@@ -4,11 +4,18 @@ measure small models (``zoo``, ``grok``). :func:`measure_config` maps a command'
 :class:`~gammalens.measuring.pipeline.MeasureConfig` (every field a flag of the same name: ``tests/test_cli_options.py``).
 An option shared only within one command group is defined once in that group's module.
 
+Nonsense values are refused before any work, in one line and exit code 2: a count, size or positive quantity has
+typer's ``min=`` / ``max=`` on its option (an open bound such as "> 0": ``callback=within(0, low_open=True)``; where the
+library's own check words it better, that check, which runs first thing in the command); flags that exclude each
+other go through :func:`exclusive`
+(``tests/test_fault_flags.py`` walks every command of the groups it covers and passes each number option a negative).
+
 >>> def measure(model: ModelArg = None, context: Context = None, windows: Windows = 16) -> None: ...  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,7 +70,70 @@ AsJson = Annotated[bool, typer.Option(
 
 # --- training and measuring small models (zoo, grok) ---------------------------------------------------------
 TorchDevice = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch.")]
+Threads = Annotated[int, typer.Option(help="CPU threads for torch.", min=1)]
+
+
+def within(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Callable[[Any], Any]:
+    """An option callback refusing values outside [LOW, HIGH] (an end left open with ``low_open`` / ``high_open``):
+    what typer's ``min=`` / ``max=`` cannot say, e.g. a learning rate that must be > 0. None (not given) passes.
+
+    >>> within(0, low_open=True)(0.5)
+    0.5
+    """
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high or value != value:  # NaN is in no range
+            if low is not None and high is not None:
+                where = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            elif low is not None:
+                where = f"{'>' if low_open else '≥'} {low:g}"
+            else:
+                where = f"{'<' if high_open else '≤'} {high:g}"
+            raise typer.BadParameter(f"must be {where} (got {value:g})")
+        return value
+
+    return check
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value is not False and value != [] and value != ()
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of parameter NAME: ``'json_path'`` → ``'--json-path'``."""
+    return "--" + name.replace("_", "-")
+
+
+class ConflictingFlags(typer.BadParameter):
+    """Flags that exclude each other: a usage error (exit 2, the command's help hint) worded as it is."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def exclusive(params: dict[str, Any], *names: str, why: str = "") -> None:
+    """Refuse flags that exclude each other: at most one of NAMES may be given (a value other than None/False).
+
+    Raises :class:`ConflictingFlags` (a ``typer.BadParameter``), which the CLI prints as one line (exit code 2) with
+    the command's help hint.
+
+    >>> exclusive({"eps": None, "budget": 100}, "eps", "budget")
+    >>> try:
+    ...     exclusive({"eps": 0.2, "budget": 100}, "eps", "budget")
+    ... except typer.BadParameter as err:
+    ...     print(err.message)
+    --eps and --budget exclude each other: pass one, not both
+    """
+    given = [flag(n) for n in names if _given(params.get(n))]
+    if len(given) < 2:
+        return
+    both = "pass one, not both" if len(given) == 2 else "pass only one of them"
+    listed = " and ".join(given) if len(given) == 2 else ", ".join(given[:-1]) + " and " + given[-1]
+    raise ConflictingFlags(f"{listed} exclude each other: {both}" + (f" ({why})" if why else ""))
 
 
 def measure_config(params: dict[str, Any]) -> Any:

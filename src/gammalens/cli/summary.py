@@ -45,6 +45,8 @@ def print_summary(result: Any, console: Any = None) -> None:
                   + (f" · undetermined {c['undetermined']}" if c["undetermined"] else ""))
     console.print(f"[bold]model γ = {_f(m['gamma'])}[/] (95% CI {_f(m['gamma_ci_low'])}–{_f(m['gamma_ci_high'])}, "
                   f"R² {_f(m['r2'])}, MLE {_f(m['gamma_mle'])}) · phase {m['phase']} · sink mass {_f(m['sink_mass'])}")
+    if m.get("ci_note"):  # too few windows for the bootstrap (fit.bootstrap.few_windows_note): one line, never wrapped
+        console.print(f"[yellow]note:[/] {m['ci_note']}", soft_wrap=True, highlight=False)
     theory = f"KV window D_f(ε={s['eps']}) = {m['D_f']} tokens (empirical, d ≤ {s['fit_range'].split(':')[1]}: " \
              f"{m['D_f_empirical']})"
     if m.get("gamma_pade") is not None:

@@ -1,4 +1,8 @@
-"""``gammalens zoo``: train, measure, rescale."""
+"""``gammalens zoo``: train, measure, rescale.
+
+Every count, size and positive quantity is checked by its option (typer's ``min=``, or
+:func:`~gammalens.cli.options.within` for a bound that excludes 0); the comma-separated lists by :func:`_numbers`.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +13,29 @@ import typer
 
 from gammalens.cli import options as opt
 from gammalens.cli.failure import ctrl_c_is_an_error
+from gammalens.cli.options import within
 from gammalens.errors import GammalensError
 
 zoo_app = typer.Typer(name="zoo", help="The zoo: small RoPE models trained here on stdlib text (θ × T grid), "
                       "measured against γ_Padé and our kernel predictor.", no_args_is_help=True)
 
 # shared by `zoo measure` and `zoo rescale`
-Windows = Annotated[int, typer.Option(help="Windows per measurement.")]
-Bootstrap = Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CI.")]
+Windows = Annotated[int, typer.Option(min=1, help="Windows per measurement.")]
+Bootstrap = Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% CI (0: no CI).")]
+Seed = Annotated[int, typer.Option(min=0, help="Seed of windows, random tokens and bootstrap.")]
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def _numbers(text: str, flag: str, *, integers: bool = False) -> tuple[float, ...]:
+    """The positive numbers of a comma-separated list (whole numbers with ``integers``), else one line naming FLAG."""
+    kind = "whole numbers" if integers else "numbers"
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise GammalensError(f"expected comma-separated numbers, e.g. 1e2,1e4 (got {text!r})") from None
+        values = None
+    if values is None or any(not (v > 0 and v != float("inf")) or (integers and v != int(v)) for v in values):
+        example = "128,512" if integers else "1e2,1e4"
+        raise GammalensError(f"{flag} expects comma-separated positive {kind}, e.g. {example} (got {text!r})")
+    return values
 
 
 @zoo_app.command("train")
@@ -32,10 +44,11 @@ def zoo_train(
     = Path("zoo"),
     thetas: Annotated[str, typer.Option(help="RoPE bases θ, comma-separated.")] = "1e2,1e3,1e4,1e5,1e6",
     contexts: Annotated[str, typer.Option(help="Training contexts T (tokens), comma-separated.")] = "128,512",
-    steps: Annotated[int, typer.Option(help="Optimizer steps per model.")] = 400,
-    tokens_per_step: Annotated[int, typer.Option(help="Stream tokens per step (a multiple of 512).")] = 2048,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
-    seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the data order.")] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per model.")] = 400,
+    tokens_per_step: Annotated[int, typer.Option(min=1, help="Stream tokens per step (a multiple of 512).")] = 2048,
+    lr: Annotated[float, typer.Option(callback=within(0, low_open=True), help="Peak AdamW learning rate (> 0).")]
+    = 3e-3,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the initial weights and of the data order.")] = 0,
     device: opt.TorchDevice = "cpu",
     threads: opt.Threads = 1,
     force: Annotated[bool, typer.Option(help="Retrain models already trained with the same settings.")] = False,
@@ -46,8 +59,10 @@ def zoo_train(
 
     base = TrainConfig(steps=steps, tokens_per_step=tokens_per_step, lr=lr, seed=seed, device=device,
                        threads=threads)
-    cfg = GridConfig(out=out, thetas=_floats(thetas), contexts=tuple(int(t) for t in _floats(contexts)), base=base,
+    cfg = GridConfig(out=out, thetas=_numbers(thetas, "--thetas"),
+                     contexts=tuple(int(t) for t in _numbers(contexts, "--contexts", integers=True)), base=base,
                      force=force)
+    cfg.points()  # every grid point's TrainConfig checks itself (θ > 1, T ≥ 8 …) before the tokenizer is trained
     with ctrl_c_is_an_error():
         train_grid(cfg)
 
@@ -58,7 +73,7 @@ def zoo_measure(
     docs: Annotated[Path, typer.Option(help="Where zoo.md, zoo.csv and zoo_layers.csv are written.")] = Path("docs"),
     windows: Windows = 16,
     bootstrap: Bootstrap = 200,
-    seed: Annotated[int, typer.Option(help="Seed of windows, random tokens and bootstrap.")] = 0,
+    seed: Seed = 0,
     device: opt.TorchDevice = "cpu",
     runs: Annotated[Path | None, typer.Option(help="Write run directories here (needed for --atlas).")] = None,
     atlas: Annotated[Path | None, typer.Option(help="Record every run in this atlas.")] = None,
@@ -82,24 +97,28 @@ def zoo_rescale(
     factors: Annotated[str, typer.Option(help="θ multipliers, comma-separated.")] = "0.0625,0.25,1,4,16,64,256",
     windows: Windows = 16,
     bootstrap: Bootstrap = 200,
-    seed: Annotated[int, typer.Option(help="Seed of windows and bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of windows and bootstrap.")] = 0,
     device: opt.TorchDevice = "cpu",
     docs: Annotated[Path, typer.Option(help="Where zoo_rescale.csv and the rescale table of zoo.md go.")]
     = Path("docs"),
-    beta: Annotated[float | None, typer.Option(help="β of γ_kernel = β·S(θ, T), as calibrated by `zoo measure`.")]
+    beta: Annotated[float | None, typer.Option(callback=within(0, low_open=True),
+                                               help="β of γ_kernel = β·S(θ, T), as calibrated by `zoo measure` (> 0).")]
     = None,
-    c_weights: Annotated[float | None, typer.Option(help="c of γ_weights, as calibrated by `zoo measure`.")] = None,
+    c_weights: Annotated[float | None, typer.Option(callback=within(0, low_open=True),
+                                                    help="c of γ_weights, as calibrated by `zoo measure` (> 0).")]
+    = None,
 ) -> None:
     """The θ-rescale control: measure models with their RoPE θ multiplied at inference, weights unchanged."""
     from gammalens.zoo.report import write_rescale_report
     from gammalens.zoo.rescale import RescaleConfig, rescale_sweep
 
+    configs = [RescaleConfig(model=model, corpus=corpus, factors=_numbers(factors, "--factors"), windows=windows,
+                             bootstrap=bootstrap, seed=seed, device=device, beta=beta, c_weights=c_weights)
+               for model in models]
     rows = []
     with ctrl_c_is_an_error():
-        for model in models:
-            rows += rescale_sweep(RescaleConfig(model=model, corpus=corpus, factors=_floats(factors), windows=windows,
-                                                bootstrap=bootstrap, seed=seed, device=device, beta=beta,
-                                                c_weights=c_weights))
+        for config in configs:
+            rows += rescale_sweep(config)
     for path in write_rescale_report(rows, docs):
         print(path)
 

@@ -8,7 +8,10 @@ deterministically for a seed. Specs:
 - ``'random'``: token ids uniform over the non-special vocabulary. γ_text − γ_random = Δγ is the
   glossary's induction probe (γ_obs = γ_geom + γ_train + γ_arch + ε; random tokens remove what the
   model learned to read, leaving the geometric part).
-- ``PATH``: a UTF-8 text file, or a folder read recursively (binary files and hidden entries skipped).
+- ``PATH``: a text file, or a folder read recursively (hidden entries skipped). UTF-8 with or without a byte-order
+  mark, UTF-16/32 by their mark, a single-byte encoding only where unambiguous
+  (:func:`~gammalens.corpus.sources.decode_file`); a folder's files that are not text are skipped and counted
+  (``n_skipped_files`` in the manifest, a notice on stderr), a single file that is not text is refused.
 - ``PATH.jsonl`` or ``PATH.jsonl:FIELD``: one JSON object per line, text in ``FIELD`` (default ``text``).
 - ``hf:NAME[:CONFIG][:SPLIT][:FIELD]`` or a folder written by ``Dataset.save_to_disk``: a Hugging Face
   dataset (needs ``pip install 'gammalens[datasets]'``); split ``train`` and field ``text`` by default.
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +37,7 @@ __all__ = ["TokenWindows", "load_windows", "special_tokens"]
 # this far before a cut equal those of the whole document (tests check it against full encodings).
 _GUARD_CHARS = 1024
 _PROBE_TEXT = "gammalens probe: the quick brown fox"
+MANIFEST_FILES = 100  # files listed by name in the manifest's skipped_files / decoded_files; the counts are complete
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +64,11 @@ class TokenWindows:
         Seed of the selection.
     selection : str
         How the windows were chosen, in words (goes into the manifest).
+    skipped : tuple of (str, str, str)
+        Files met while choosing the windows that were skipped as not text: (document id, reason, detail), reason
+        ``'binary'``, ``'undecodable'`` or ``'unreadable'``.
+    decoded : tuple of (str, str)
+        Files read in an encoding other than plain UTF-8: (document id, encoding).
 
     Examples
     --------
@@ -74,6 +85,8 @@ class TokenWindows:
     n_tokens: int
     seed: int = 0
     selection: str = ""
+    skipped: tuple[tuple[str, str, str], ...] = ()
+    decoded: tuple[tuple[str, str], ...] = ()
 
     def to_manifest(self) -> dict[str, Any]:
         """JSON-ready description for ``manifest.json``: enough to re-create the windows and check them.
@@ -92,6 +105,12 @@ class TokenWindows:
             "n_documents": len(set(self.doc_ids)),
             "seed": int(self.seed),
             "selection": self.selection,
+            # files met while choosing the windows: none is dropped without a word (issue 25)
+            "n_skipped_files": len(self.skipped),
+            "skipped_reasons": dict(sorted(Counter(reason for _, reason, _ in self.skipped).items())),
+            "skipped_files": [{"file": f, "reason": r, "detail": d} for f, r, d in self.skipped[:MANIFEST_FILES]],
+            "n_decoded_files": len(self.decoded),
+            "decoded_files": [{"file": f, "encoding": e} for f, e in self.decoded[:MANIFEST_FILES]],
         }
 
     def __repr__(self) -> str:
@@ -153,6 +172,8 @@ def load_windows(spec: str, tokenizer: Any, context: int, windows: int, seed: in
             f"so the context must be at least {n_special + 2}"
         )
     n_content = context - n_special
+    skipped: tuple[tuple[str, str, str], ...] = ()
+    decoded: tuple[tuple[str, str], ...] = ()
     if spec == "random":
         name, chunks = "random", _random_chunks(tokenizer, n_content, windows, seed)
         doc_ids = tuple(f"random-{i}" for i in range(windows))
@@ -160,6 +181,11 @@ def load_windows(spec: str, tokenizer: Any, context: int, windows: int, seed: in
     else:
         source = open_source(spec)
         picked = _select(source, tokenizer, n_content, windows, seed)
+        skipped, decoded = tuple(source.log.skipped), tuple(source.log.decoded)
+        if skipped:  # one line, however many: the manifest lists them (n_skipped_files, skipped_files)
+            first = f"{skipped[0][0]}: {skipped[0][2]}"
+            print(f"gammalens: note: corpus {source.name!r}: {source.log.summary()}, e.g. {first}; see "
+                  "corpus.skipped_files in the manifest", file=sys.stderr)
         name, chunks = source.name, [ids for _, ids in picked]
         doc_ids = tuple(source.doc_ids[i] for i, _ in picked)
         selection = (
@@ -183,6 +209,8 @@ def load_windows(spec: str, tokenizer: Any, context: int, windows: int, seed: in
         n_tokens=int(input_ids.size),
         seed=int(seed),
         selection=selection,
+        skipped=skipped,
+        decoded=decoded,
     )
 
 
@@ -265,12 +293,13 @@ def _select(source: Source, tokenizer: Any, n_content: int, windows: int, seed: 
         if not still_active:
             break
         active = still_active
+    skipped = f" ({source.log.summary()})" if source.log.skipped else ""
     if not any_text:
-        raise CorpusError(f"corpus {source.name!r} is empty: {source.description} holds no readable text")
+        raise CorpusError(f"corpus {source.name!r} is empty: {source.description} holds no readable text{skipped}")
     raise CorpusError(
         f"corpus {source.name!r} is too short: found {len(picked)} windows of {n_content} content tokens, "
         f"but {windows} windows need {windows} × {n_content} = {windows * n_content} content tokens in "
-        f"documents at least {n_content} tokens long; use fewer windows, a shorter context or more text"
+        f"documents at least {n_content} tokens long{skipped}; use fewer windows, a shorter context or more text"
     )
 
 

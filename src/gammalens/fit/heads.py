@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gammalens.fit.bootstrap import bootstrap_gamma, percentile_ci, resample_counts
+from gammalens.fit.bootstrap import bootstrap_gamma, few_windows_note, percentile_ci, resample_counts
 from gammalens.fit.compare import compare_laws
 from gammalens.fit.mle import fit_power_law_mle
 from gammalens.fit.power_law import fit_power_law
@@ -81,7 +81,8 @@ def fit_profile(profile: DistanceProfile, settings: FitSettings) -> list[dict]:
     Returns
     -------
     list of dict
-        One dict per row, keys as the columns of ``fits.csv``.
+        One dict per row, keys as the columns of ``fits.csv``; with a bootstrap over fewer than
+        ``MIN_RELIABLE_WINDOWS`` documents every row also carries ``ci_note`` (:func:`few_windows_note`).
     """
     L, H = profile.n_layers, profile.n_heads
     N = profile.doc_mass_cs.shape[0]
@@ -105,4 +106,9 @@ def fit_profile(profile: DistanceProfile, settings: FitSettings) -> list[dict]:
     docs = docs.sum(1)  # (N, D)
     boot_m = bootstrap_gamma(d, docs, counts) if counts is not None else None
     model = _row("model", "model", None, None, d, docs.sum(0), boot_m, float(np.nanmean(sink)), N)
-    return [*heads, *layers, model]
+    rows = [*heads, *layers, model]
+    note = few_windows_note(N, settings.bootstrap)
+    if note is not None:  # an extra fits.csv column, only in runs whose CIs it qualifies
+        for row in rows:
+            row["ci_note"] = note
+    return rows

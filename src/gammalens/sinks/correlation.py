@@ -5,7 +5,9 @@ recency); gammalens keeps the sink keys out of the γ fit. This module measures 
 actually are: Pearson's r and Spearman's ρ with 95% confidence intervals from Fisher's z transform —
 se = 1/√(n−3) for r, and √((1 + ρ²/2)/(n−3)) for ρ (Bonett & Wright 2000). Heads of one model are
 treated as independent samples, which they are not quite (heads of a layer share their input), so
-the intervals are optimistic; across models each model counts once.
+the intervals are optimistic; across models each model counts once. r and ρ are scipy.stats' ``pearsonr`` and
+``spearmanr`` (ties get mean ranks), the interval's quantile ``scipy.stats.norm.ppf``
+(``tests/test_correlation_scipy.py`` checks all three against a 50-digit mpmath computation).
 
 >>> c = correlate([0.1, 0.4, 0.2, 0.8, 0.5], [0.7, 1.1, 0.6, 1.3, 0.9])
 >>> round(c.pearson, 3), c.n
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile, scipy.stats.norm.ppf(0.975) (kept for callers)
 
 
 @dataclass(frozen=True)
@@ -68,29 +70,39 @@ class Correlation:
                 f"[{self.spearman_ci_low:.3f}, {self.spearman_ci_high:.3f}] (95% CI, Fisher z)")
 
 
-def _ranks(v: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their mean rank."""
-    order = np.argsort(v, kind="mergesort")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(1, len(v) + 1)
-    for value in np.unique(v):
-        tied = v == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denom) if denom > 0 else math.nan
+    """Pearson's r (scipy.stats.pearsonr); NaN when a variable is constant."""
+    import warnings
+
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConstantInputWarning: r is undefined, NaN below
+        r = float(stats.pearsonr(a, b).statistic)
+    return r if math.isfinite(r) else math.nan
 
 
-def _fisher(r: float, n: int, se: float) -> tuple[float, float]:
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's ρ with ties given their mean rank (scipy.stats.spearmanr); NaN when a variable is constant."""
+    import warnings
+
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rho = float(stats.spearmanr(a, b).statistic)
+    return rho if math.isfinite(rho) else math.nan
+
+
+def _fisher(r: float, n: int, se: float, level: float = 0.95) -> tuple[float, float]:
+    """The Fisher-z interval tanh(atanh(r) ± z_(1+level)/2 · se); NaN when r is undefined or n < 4."""
+    from scipy import stats
+
     if not math.isfinite(r) or n < 4:
         return math.nan, math.nan
-    z = math.atanh(min(max(r, -1 + 1e-15), 1 - 1e-15))
-    return math.tanh(z - Z_95 * se), math.tanh(z + Z_95 * se)
+    z = float(np.arctanh(np.clip(r, -1 + 1e-15, 1 - 1e-15)))  # r = ±1 exactly stays finite
+    half = float(stats.norm.ppf((1 + level) / 2)) * se
+    return math.tanh(z - half), math.tanh(z + half)
 
 
 def correlate(x: Sequence[float], y: Sequence[float], *, names: tuple[str, str] = ("sink_mass", "gamma"),
@@ -115,7 +127,7 @@ def correlate(x: Sequence[float], y: Sequence[float], *, names: tuple[str, str] 
     a, b = a[ok], b[ok]
     n = len(a)
     r = _pearson(a, b) if n >= 3 else math.nan
-    rho = _pearson(_ranks(a), _ranks(b)) if n >= 3 else math.nan
+    rho = _spearman(a, b) if n >= 3 else math.nan
     se_r = 1 / math.sqrt(n - 3) if n > 3 else math.nan
     se_rho = math.sqrt((1 + rho * rho / 2) / (n - 3)) if n > 3 and math.isfinite(rho) else math.nan
     return Correlation(names[0], names[1], n, r, *_fisher(r, n, se_r), rho, *_fisher(rho, n, se_rho), over=over)
