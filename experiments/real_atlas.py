@@ -3,7 +3,7 @@
 Steps, each resumable (a finished cell is read back, never re-measured), so the script can be stopped and re-run:
 
 1. ``sweep``: ``experiments/real_atlas.toml`` through ``gammalens sweep`` — every model on held-out text and on
-   random tokens at 512, 2048 and (the three smaller) 8192 tokens (the 512-token text cell with the book's estimator beside ours), all
+   random tokens at 512 and 2048 tokens (the 512-token text cell with the book's estimator beside ours), all
    recorded in one atlas (``runs/real-atlas.duckdb``);
 2. ``sinks``: ``gammalens sinks`` per model at 512 × stdlib × 4 windows: sink mass and rate, massive
    activations, and the ablation that tests whether they cause the sink;
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import statistics
@@ -153,13 +154,15 @@ def runs_of(parent: Path) -> list[Path]:
 
 
 def sweep_runs() -> dict[tuple[str, int, str], Path]:
-    """(model, context, corpus) → run directory, for the sweep's cells (the newest run of each)."""
-    found: dict[tuple[str, int, str], Path] = {}
-    for man_path in runs_of(OUT):
+    """(model, context, corpus) → run directory, for the sweep's cells (of several, the one with most windows)."""
+    found: dict[tuple[str, int, str], tuple[int, Path]] = {}
+    for man_path in runs_of(OUT):  # sorted by name: later runs come later
         man = json.loads(man_path.read_text())
         s = man["settings"]
-        found[(man["model"]["id"], int(s["context"]), str(s["corpus"]))] = man_path.parent
-    return found
+        key = (man["model"]["id"], int(s["context"]), str(s["corpus"]))
+        if key not in found or int(s["windows"]) >= found[key][0]:
+            found[key] = (int(s["windows"]), man_path.parent)
+    return {k: v[1] for k, v in found.items()}
 
 
 def model_row(run: Path) -> tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]], dict[str, Any]]:
@@ -240,7 +243,7 @@ def write_map_and_compare(docs: Path, runs: dict[tuple[str, int, str], Path]) ->
 
     from gammalens.atlas import import_taf
     from gammalens.atlas.compare import compare
-    from gammalens.atlas.console import print_comparison
+    from gammalens.atlas.console import print_entries
     from gammalens.report.atlas_map import atlas_map, atlas_points
     from gammalens.runs.reader import read_run
 
@@ -249,14 +252,16 @@ def write_map_and_compare(docs: Path, runs: dict[tuple[str, int, str], Path]) ->
     if not mine:
         return ""
     html = atlas_map(mine, [r.model_id for r in mine], atlas_points(ATLAS, {r.run_id for r in mine}), "real")
-    svg = re.search(r"<svg.*?</svg>", html, flags=re.S)
+    svg = re.search(r"<svg.*?</svg>", html[html.index('class="figrow"'):], flags=re.S)  # the map, not a swatch
     if svg:
-        (docs / "real_atlas_map.svg").write_text(svg.group(0) + "\n", encoding="utf-8")
+        standalone = svg.group(0).replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1)
+        (docs / "real_atlas_map.svg").write_text(standalone + "\n", encoding="utf-8")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         for model in MODELS:
             if any(k[0] == model for k in runs):
-                print_comparison(compare([model, RELATIVE[model]], atlas=ATLAS))
+                c = compare([model, RELATIVE[model]], atlas=ATLAS).summary.reset_index()
+                print_entries(c.assign(model_id=c["label"]), f"{model} and the book's {RELATIVE[model]}")
     return buf.getvalue()
 
 
@@ -329,8 +334,19 @@ def _verdicts(table: list[dict], layers: list[dict], sinks: list[dict], rescale:
         pooled = [e for v in errs.values() for e in v]
         if pooled:
             per = ", ".join(f"{m} {statistics.median(v):.0%}" for m, v in errs.items() if v)
+            # the baseline the zoo used: a constant, the median layer γ of the other models at this T
+            here = [r for r in layers if r["context"] == context and r["corpus"] == "stdlib"]
+            const = []
+            for m in MODELS:
+                others = [r["gamma"] for r in here if r["model"] != m]
+                if others:
+                    c = statistics.median(others)
+                    const += [abs(r["gamma"] - c) / abs(c) for r in here if r["model"] == m]
+            baseline = f"; a constant (the median layer γ of the other models) gives {statistics.median(const):.0%}" \
+                if const else ""
             out.append(f"- **γ_Padé per layer, T = {context}**: median |error| {statistics.median(pooled):.0%} over "
-                       f"{len(pooled)} layers of {sum(bool(v) for v in errs.values())} models ({per}); the book: ~20–22%.")
+                       f"{len(pooled)} layers of {sum(bool(v) for v in errs.values())} models ({per}){baseline}; "
+                       "the book: ~20–22%.")
     dg = [(r["model"], r["context"], r["gamma"] - z["gamma"], r["gamma_ci_low"] > z["gamma_ci_high"])
           for r in table if r["corpus"] == "stdlib"
           for z in table if z["corpus"] == "random" and z["model"] == r["model"] and z["context"] == r["context"]]
@@ -360,9 +376,11 @@ def _verdicts(table: list[dict], layers: list[dict], sinks: list[dict], rescale:
         if len(rows) == len(RESCALE):
             sm = [r["sink_mass"] for r in rows]
             g = [r["gamma"] for r in rows]
+            trend = ("rises with θ" if all(b > a for a, b in itertools.pairwise(g)) else
+                     "falls with θ" if all(b < a for a, b in itertools.pairwise(g)) else "not monotone in θ")
             out.append(f"- **θ-rescale, {model}**: sink mass {' / '.join(f'{x:.3f}' for x in sm)} at θ × "
                        f"{' / '.join(f'{f:g}' for f in RESCALE)} (max/min {max(sm) / min(sm):.2f}); γ "
-                       f"{' / '.join(f'{x:.3f}' for x in g)} ({'rises' if g[-1] > g[0] else 'falls'} with θ).")
+                       f"{' / '.join(f'{x:.3f}' for x in g)} ({trend}).")
     return "\n".join(out)
 
 
