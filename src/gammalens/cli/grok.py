@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from gammalens.cli import options as opt
+from gammalens.cli.failure import Interrupted, ctrl_c_is_an_error, stage
+from gammalens.errors import GammalensError
 
 grok_app = typer.Typer(name="grok", no_args_is_help=True,
                        help="Grokking early warning: inter-layer CKA monitor and its multi-seed test.")
@@ -62,10 +64,12 @@ def grok_run(
 
     torch.set_num_threads(threads)
     cfg = _run_config(locals(), seed=seed, cka_penalty=cka_penalty)
-    r = train_run(cfg, out, name)
-    print(f"{name}: grokking step {r.grok_step}, detector fired at {r.fire_step}, lead {r.lead}, "
-          f"final train/test accuracy {r.final_train_acc:.3f}/{r.final_test_acc:.3f} ({r.seconds:.0f} s) → "
-          f"{out / (name + '.csv')}")
+    with ctrl_c_is_an_error(one_run=True):  # train_run marks the run's stages (measured, staged, written)
+        r = train_run(cfg, out, name)
+        print(f"{name}: grokking step {r.grok_step}, detector fired at {r.fire_step}, lead {r.lead}, "
+              f"final train/test accuracy {r.final_train_acc:.3f}/{r.final_test_acc:.3f} ({r.seconds:.0f} s) → "
+              f"{out / (name + '.csv')}")
+        stage("done")
 
 
 @grok_app.command("sweep")
@@ -98,7 +102,7 @@ def grok_sweep(
                       control_fraction=control_fraction, parity_seeds=parity_seeds, parity_steps=parity_steps,
                       penalty_seeds=penalty_seeds,
                       penalty=penalty, workers=workers)
-    run_sweep(cfg, out, only=None if only is None else [x.strip() for x in only.split(",")])
+    conditions = None if only is None else [x.strip() for x in only.split(",")]
     command = (f"gammalens grok sweep --out {out} --doc {doc} --task {task} --p {p} --train-fraction {train_fraction} "
                f"--d-model {d_model} --n-heads {n_heads} --d-mlp {d_mlp} --lr {lr} --weight-decay {weight_decay} "
                f"--steps {steps} --every {every}"
@@ -106,7 +110,45 @@ def grok_sweep(
                + f" --grok-seeds {grok_seeds} --control-seeds {control_seeds} --control-fraction {control_fraction} "
                f"--parity-seeds {parity_seeds}" + ("" if parity_steps is None else f" --parity-steps {parity_steps}")
                + f" --penalty-seeds {penalty_seeds} --penalty {penalty} --workers {workers}")
-    _print_verdict(write_report(out, doc, command), doc)
+    # the runs' stages are marked by train_run, the document's ("reported") by write_report; "done" here
+    from gammalens.runs.atomic import AtomicWriteError
+
+    with ctrl_c_is_an_error(lambda kind: _sweep_interrupted(kind, cfg, conditions, out, doc)):
+        try:
+            run_sweep(cfg, out, only=conditions)
+            verdict = write_report(out, doc, command)
+        except AtomicWriteError as err:  # a full disk: say what the sweep kept
+            names, done = _sweep_progress(cfg, conditions, out)
+            kept = (f"{len(done)} of {len(names)} run(s) of the sweep are complete in {out}"
+                    + (f", {doc} was not rebuilt" if len(done) == len(names) else ""))
+            raise GammalensError(f"{err}; {kept} — free some space and run the same command to resume") from None
+        _print_verdict(verdict, doc)
+        stage("done")
+
+
+def _sweep_progress(cfg: Any, only: list[str] | None, out: Path) -> tuple[list[str], list[str]]:
+    """(every run of the sweep, those complete in OUT), from the disk."""
+    from gammalens.grok.sweep import complete, planned
+
+    names = [n for n, _ in planned(cfg, only)]
+    return names, complete(out, names)
+
+
+def _sweep_interrupted(kind: str, cfg: Any, only: list[str] | None, out: Path, doc: Path) -> Interrupted:
+    """What an interrupted `grok sweep` kept: its finished runs (on disk) and whether DOC was rebuilt."""
+    from gammalens.runs.atomic import life
+
+    names, done = _sweep_progress(cfg, only, out)
+    if len(done) < len(names):
+        return Interrupted(f"{kind}: {len(done)} of {len(names)} run(s) of the sweep are complete in {out}, "
+                           f"{len(names) - len(done)} not; the runs in progress left nothing half-written — run the "
+                           "same command to resume (finished runs are skipped)")
+    facts = life()
+    if facts.get("report") is None or Path(facts["report"]) != Path(doc):
+        return Interrupted(f"{kind} after every run of the sweep was complete in {out} ({len(names)}); {doc} was "
+                           f"not rebuilt — run the same command, or `gammalens grok report --runs {out} --doc {doc}`")
+    return Interrupted(f"{kind} after the sweep finished: {len(names)} run(s) complete in {out} and {doc} rebuilt; "
+                       "all the work was committed", exit_code=0, notice=True)
 
 
 @grok_app.command("report")
@@ -119,7 +161,8 @@ def grok_report(
     """Rebuild the results table and plots from finished runs (no training)."""
     from gammalens.grok.analysis import write_report
 
-    _print_verdict(write_report(runs, doc, command), doc)
+    with ctrl_c_is_an_error(one_run=True):  # write_report marks "reported" once the document is in place
+        _print_verdict(write_report(runs, doc, command), doc)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from gammalens.cli import options as opt
-from gammalens.cli.failure import ctrl_c_is_an_error
+from gammalens.cli.failure import ctrl_c_is_an_error, stage
 
 
 def measure(
@@ -57,20 +57,21 @@ def measure(
     from gammalens.publish import publish, run_writer
 
     config = opt.measure_config(locals())  # every MeasureConfig field is a flag of the same name
-    with ctrl_c_is_an_error():
+    with ctrl_c_is_an_error(one_run=True):  # publish marks the run's stages (measured … recorded); "done" here
         writer = run_writer(out)  # checks writability before any work; the folder is made when the run is written
         result = publish(run_measure(config=config, progress=not (quiet or as_json)), writer,
                          report=not no_report, record=not no_atlas, atlas=atlas, claim_links=links_for_run)
-    if as_json:
-        import json
+        if as_json:
+            import json
 
-        from gammalens.cli.summary import summary_dict
+            from gammalens.cli.summary import summary_dict
 
-        print(json.dumps(summary_dict(result), indent=2, ensure_ascii=False))
-    elif quiet:
-        print(result.run_dir)
-    else:
-        print_summary(result)
+            print(json.dumps(summary_dict(result), indent=2, ensure_ascii=False))
+        elif quiet:
+            print(result.run_dir)
+        else:
+            print_summary(result)
+        stage("done")
 
 
 def sinks(
@@ -119,11 +120,18 @@ def sinks(
     config = opt.measure_config(locals())  # the measurement's flags are measure's, defined once
     sink_config = SinkConfig(eps=sink_eps, massive_abs=massive_abs, massive_ratio=massive_ratio,
                              ablate=ablate_massive, bos_variant=bos_variant)
-    with ctrl_c_is_an_error():
+    with ctrl_c_is_an_error(one_run=True):  # publish marks the run's stages (measured … recorded); "done" here
         writer = run_writer(out)
         result = publish_sinks(measure_sinks(config=config, sinks=sink_config, progress=not (quiet or as_json)),
                                writer, report=not no_report, record=not no_atlas, atlas=atlas,
                                claim_links=links_for_run)
+        _print_sinks(result, as_json=as_json, quiet=quiet, heads=heads, no_atlas=no_atlas, atlas=atlas,
+                     sink_tokens=sink_tokens)
+        stage("done")
+
+
+def _print_sinks(result: Any, *, as_json: bool, quiet: bool, heads: int, no_atlas: bool, atlas: Path | None,
+                 sink_tokens: int) -> None:
     if as_json:
         import json
 

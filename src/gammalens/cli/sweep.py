@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from gammalens.cli.failure import ctrl_c_is_an_error
+from gammalens.cli.failure import Interrupted, ctrl_c_is_an_error, stage
 
 
 def sweep(
@@ -28,10 +28,28 @@ def sweep(
     from gammalens.sweep import run_sweep
     from gammalens.sweep.console import print_sweep
 
-    with ctrl_c_is_an_error():
+    finished: list[Any] = []
+
+    def describe(kind: str) -> Interrupted | None:
+        """After the sweep returned (its own interrupts are told by the driver): what it had finished."""
+        if not finished:
+            return None
+        r = finished[0]
+        if r.dry_run:
+            return Interrupted(f"{kind} after the dry run; nothing was measured or recorded", exit_code=0, notice=True)
+        counts = ", ".join(f"{r.count(s)} {s}" for s in ("done", "skipped", "failed"))
+        if r.failed:
+            return Interrupted(f"{kind} after the sweep finished ({counts}); the failed cells' reasons are in "
+                               f"{r.options.out / (r.name + '.sweep.json')}")
+        return Interrupted(f"{kind} after the sweep finished ({counts}); all its work was committed",
+                           exit_code=0, notice=True)
+
+    with ctrl_c_is_an_error(describe):  # the cells' stages are marked by publish and the driver; "done" here
         result = run_sweep(spec, dry_run=dry_run, progress=not quiet, executor=executor, address=address,
                            max_parallel=max_parallel, claim_links=links_for_run)
-    print_sweep(result)
+        finished.append(result)
+        print_sweep(result)
+        stage("done")
     if result.failed:
         raise typer.Exit(1)
 

@@ -16,6 +16,7 @@ from typing import Any
 from gammalens.grok.experiment import RunResult
 from gammalens.grok.plots import write_plots
 from gammalens.grok.sweep import load_results
+from gammalens.runs import atomic
 
 PUBLISHED = {"detected": "16/16", "false_alarms": "0/5", "fisher_p": "≈ 5×10⁻⁵", "lead": "3,300 ± 460"}
 MAIN_CONDITIONS = ("grok", "wd0", "smallfrac")
@@ -154,10 +155,12 @@ def markdown(results: dict[str, RunResult], command: str, runs_dir: Path | None 
 
 
 def write_report(runs_dir: str | Path, doc: str | Path, command: str) -> Verdict:
-    """Rebuild the results block of ``doc`` and the plots next to it from the runs in ``runs_dir``."""
-    import os
+    """Rebuild the results block of ``doc`` and the plots next to it from the runs in ``runs_dir``.
 
-
+    The document is written atomically (:mod:`gammalens.runs.atomic`) after the plots, with Ctrl-C and SIGTERM
+    held until both are in place (then the stage ``reported``); a full disk leaves the document as it was and
+    no temporary file (:class:`~gammalens.runs.atomic.AtomicWriteError` names the file).
+    """
     results = load_results(runs_dir)
     doc = Path(doc)
     text = doc.read_text() if doc.exists() else ""
@@ -166,8 +169,20 @@ def write_report(runs_dir: str | Path, doc: str | Path, command: str) -> Verdict
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
-    write_plots(runs_dir, results, doc.parent / doc.stem)
-    tmp = doc.with_name(doc.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
+    staged = atomic.prepare(doc, text)  # a full disk fails here, before any plot is replaced
+    plots_dir = doc.parent / doc.stem
+    try:
+        with atomic.deferred_signals():
+            try:
+                plots = write_plots(runs_dir, results, plots_dir)
+            except OSError as err:  # the plots' own temporary files (curves.svg.tmp …) are not left behind
+                for leftover in plots_dir.glob("*.svg.tmp") if plots_dir.is_dir() else ():
+                    leftover.unlink(missing_ok=True)
+                target = Path(err.filename) if getattr(err, "filename", None) else plots_dir
+                if target.name.endswith(".tmp"):
+                    target = target.with_name(target.name[: -len(".tmp")])
+                raise atomic.AtomicWriteError(target, err) from None
+            atomic.commit(staged, then=lambda: atomic.stage("reported", report=doc, files=[doc, *plots]))
+    finally:
+        atomic.discard(staged)
     return verdict(results)

@@ -6,16 +6,19 @@ training inputs (the detector sees only that CKA series). The grokking step is t
 step with test accuracy ≥ ``grok_threshold``. Optionally a CKA penalty λ·(1 − CKA) on a training
 subset pushes the inter-layer CKA towards 1 (the intervention).
 
-Outputs per run (written to a temp name and renamed, so a finished run is never half-written):
-``<name>.csv`` (one row per evaluation) and ``<name>.json`` (config, grokking step, detector event).
+Outputs per run (both written to temporary names, then renamed together, the JSON last, so a finished run
+is never half-written; :mod:`gammalens.runs.atomic`): ``<name>.csv`` (one row per evaluation) and ``<name>.json``
+(config, grokking step, detector event). The run passes the stages ``measured`` (trained), ``staged`` (both
+files under temporary names) and ``written`` (both renamed) of :data:`gammalens.runs.atomic.STAGES`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from gammalens.grok.cka import hsic_debiased
 from gammalens.grok.detector import ReRiseDetector
 from gammalens.grok.monitor import CKAMonitor
 from gammalens.grok.task import ToyTransformer, last_position, modular_addition, sparse_parity
+from gammalens.runs import atomic
 
 TASKS = ("modular", "parity")
 
@@ -130,12 +134,6 @@ def make_split(cfg: RunConfig) -> Any:
     return sparse_parity(cfg.n_bits, cfg.k_bits, cfg.n_train, cfg.seed)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def train_run(cfg: RunConfig, out_dir: str | Path | None = None, name: str | None = None) -> RunResult:
     """Train one run; write ``<name>.csv`` and ``<name>.json`` under ``out_dir`` when given."""
     import torch
@@ -217,15 +215,42 @@ def train_run(cfg: RunConfig, out_dir: str | Path | None = None, name: str | Non
                        final_train_acc=rows[-1]["train_acc"], final_test_acc=rows[-1]["test_acc"],
                        steps_run=step, seconds=time.perf_counter() - t0,
                        event=None if detector.event is None else detector.event.to_dict())
+    atomic.stage("measured", record=False)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        name = name or f"run_seed{cfg.seed}"
-        tmp = out / f"{name}.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, out / f"{name}.csv")
-        _write_atomic(out / f"{name}.json", json.dumps(result.to_dict(), indent=1))  # written last: marks done
+        write_run_files(rows, result, Path(out_dir), name or f"run_seed{cfg.seed}")
     return result
+
+
+def write_run_files(rows: list[dict[str, Any]], result: RunResult, out: Path, name: str) -> list[Path]:
+    """Write ``<name>.csv`` and ``<name>.json`` into ``out``: both or neither (the JSON, renamed last, marks done).
+
+    A failure (a full disk: :class:`~gammalens.runs.atomic.AtomicWriteError`) or an interrupt before the rename
+    leaves neither, nor the ``out`` folder if this call created it.
+    """
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise atomic.AtomicWriteError(out / f"{name}.json", err) from None
+    csv_path, json_path = out / f"{name}.csv", out / f"{name}.json"
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    staged: list[atomic.Prepared] = []
+    try:
+        staged.append(atomic.prepare(csv_path, buf.getvalue()))
+        staged.append(atomic.prepare(json_path, json.dumps(result.to_dict(), indent=1)))
+        atomic.stage("staged")
+        try:
+            atomic.commit(*staged, then=lambda: atomic.stage("written", files=[csv_path, json_path]))
+        except atomic.AtomicWriteError as err:
+            if err.path == json_path:  # the CSV was renamed, its JSON not: no CSV without its JSON
+                csv_path.unlink(missing_ok=True)
+            raise
+    finally:
+        atomic.discard(*staged)  # what was not renamed
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty: a failed first run leaves no folder behind
+    return [csv_path, json_path]

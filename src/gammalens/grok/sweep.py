@@ -1,18 +1,21 @@
 """The multi-seed test: grokking runs, non-grokking controls, sparse parity and the CKA-penalty intervention.
 
-Each run is one ``<condition>_seed<k>.{csv,json}`` pair in the output folder; a run whose JSON exists is
-skipped, so the sweep can be interrupted and resumed. Runs are spread over worker processes (one
-thread each). The conditions are :func:`conditions`; their sizes are stated in docs/grokking.md.
+Each run is one ``<condition>_seed<k>.{csv,json}`` pair in the output folder, written atomically (the JSON
+last); a run whose JSON exists is skipped, so the sweep can be interrupted (Ctrl-C, SIGTERM, a full disk) and
+resumed. Runs are spread over worker processes (one thread each; Ctrl-C reaches the parent only, which
+stops them). The conditions are :func:`conditions`; their sizes are stated in docs/grokking.md.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gammalens.grok.experiment import GrokConfigError, RunConfig, RunResult, train_run
+from gammalens.runs import atomic
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,21 @@ def conditions(cfg: SweepConfig) -> list[tuple[str, RunConfig]]:
     return runs
 
 
+def planned(cfg: SweepConfig, only: Iterable[str] | None = None) -> list[tuple[str, RunConfig]]:
+    """(run name, config) of every run of the sweep, or of the conditions in ``only``."""
+    wanted = set(only) if only is not None else None
+    return [(n, c) for n, c in conditions(cfg) if wanted is None or n.split("_seed")[0] in wanted]
+
+
+def complete(out_dir: str | Path, names: Iterable[str]) -> list[str]:
+    """The runs among ``names`` that are finished in ``out_dir`` (their JSON exists)."""
+    return [n for n in names if (Path(out_dir) / f"{n}.json").is_file()]
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the whole process group; the parent decides
+
+
 def _run_one(args: tuple[str, RunConfig, str]) -> str:
     import torch
 
@@ -72,10 +90,8 @@ def _run_one(args: tuple[str, RunConfig, str]) -> str:
 def run_sweep(cfg: SweepConfig, out_dir: str | Path, only: Iterable[str] | None = None) -> list[str]:
     """Run every missing run of the sweep into ``out_dir``; return one log line per run done now."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    wanted = set(only) if only is not None else None
-    todo = [(n, c, str(out)) for n, c in conditions(cfg)
-            if not (out / f"{n}.json").exists() and (wanted is None or n.split("_seed")[0] in wanted)]
+    atomic.remove_stale_temps(out)  # what workers killed mid-write left (the folder is made by the first run)
+    todo = [(n, c, str(out)) for n, c in planned(cfg, only) if not (out / f"{n}.json").exists()]
     lines: list[str] = []
     if cfg.workers == 1:
         for t in todo:
@@ -84,10 +100,13 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, only: Iterable[str] | None 
         return lines
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(cfg.workers) as pool:
-        for line in pool.imap_unordered(_run_one, todo):
-            lines.append(line)
-            print(line, flush=True)
+    try:
+        with mp.get_context("spawn").Pool(cfg.workers, initializer=_worker_init) as pool:
+            for line in pool.imap_unordered(_run_one, todo):
+                lines.append(line)
+                print(line, flush=True)
+    finally:  # on an interrupt the pool was terminated (its workers are gone): their temporary files go too
+        atomic.remove_stale_temps(out)
     return lines
 
 

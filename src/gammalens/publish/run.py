@@ -20,6 +20,7 @@ from typing import Any
 from gammalens.atlas import AtlasError, record_run
 from gammalens.measuring.config import MeasureResult
 from gammalens.report import write_report
+from gammalens.runs import atomic
 from gammalens.runs.writer import RunWriter
 from gammalens.sinks.result import SINK_FILE, SinkResult
 
@@ -92,17 +93,23 @@ def write_run(writer: RunWriter, manifest: dict, fits: list[dict], profile: Any,
 
     def extras(partial: Path, manifest: dict) -> None:
         for name, text in (files or {}).items():
-            (partial / name).write_text(text, encoding="utf-8")
+            atomic.write_text(partial / name, text)
         if report:
             # a missing, busy or foreign atlas only drops the reference points from the report's map
             write_report([partial], partial / "report.html", atlas=atlas, atlas_required=False,
                          claim_links=claim_links)
 
-    run_dir = writer.write(manifest, fits, profile, extras=extras)
+    # the stages of the run's life (gammalens.runs.atomic.STAGES): an interrupt at any of them is told truly
+    atomic.stage("measured", record=record, atlas=atlas)
+    run_dir = writer.write(manifest, fits, profile, extras=extras)  # → "staged", then the commit → "written"
     if record:
-        try:
-            record_run(run_dir, atlas)
-        except AtlasError as err:
-            print(f"gammalens: warning: {run_dir} was not recorded in the atlas ({err}); "
-                  f"record it later with `gammalens atlas record {run_dir}`", file=sys.stderr)
+        with atomic.deferred_signals():  # the transaction is short; Ctrl-C or SIGTERM waits for its end
+            atomic.stage("recording")
+            try:
+                record_run(run_dir, atlas)
+            except AtlasError as err:
+                print(f"gammalens: warning: {run_dir} was not recorded in the atlas ({err}); "
+                      f"record it later with `gammalens atlas record {run_dir}`", file=sys.stderr)
+            else:
+                atomic.stage("recorded", recorded=True)
     return run_dir

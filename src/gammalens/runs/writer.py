@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gammalens.errors import GammalensError
+from gammalens.runs import atomic
 from gammalens.runs import schema as run_format
 from gammalens.runs.encode import to_jsonable
 
@@ -77,16 +79,22 @@ class RunWriter:
         tmp = self.parent / f".{final.name}.partial-{os.getpid()}"
         try:
             tmp.mkdir()
-            (tmp / "manifest.json").write_text(json.dumps(to_jsonable(manifest), indent=2, sort_keys=False) + "\n")
+            atomic.write_text(tmp / "manifest.json", json.dumps(to_jsonable(manifest), indent=2, sort_keys=False) + "\n")
             write_fits_csv(tmp / "fits.csv", fits)
             # the layout the measurement chose and recorded (manifests from before the choice: full)
             profile.save(tmp / "profile.npz", layout=str(manifest.get("profile_layout", "full")))
             if extras is not None:
                 extras(tmp, manifest)
-            os.rename(tmp, final)
-        except OSError as err:  # a full disk, a permission changed mid-run: nothing is kept
+            atomic.stage("staged")
+            with atomic.deferred_signals():  # the rename and the stage that says it happened are one step
+                os.rename(tmp, final)
+                atomic.stage("written", run_dir=final)
+        except (OSError, atomic.AtomicWriteError) as err:  # a full disk, a permission changed mid-run: nothing is kept
             shutil.rmtree(tmp, ignore_errors=True)
-            raise GammalensError(f"cannot write the run directory {final} ({err.strerror or err}); nothing was "
+            if final.is_dir():  # the commit happened; what failed came after it
+                raise
+            why = err.strerror if isinstance(err, atomic.AtomicWriteError) else (err.strerror or err)
+            raise GammalensError(f"cannot write the run directory {final} ({why}); nothing was "
                                  "kept — free some space or pass another --out") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -185,11 +193,12 @@ def write_fits_csv(path: Path, rows: list[dict]) -> None:
     """Write fits rows; the standard columns first, any extra (theory) columns after, in first-seen order."""
     extra = [k for r in rows for k in r if k not in FIT_COLUMNS]
     cols = FIT_COLUMNS + list(dict.fromkeys(extra))
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k)) for k in cols})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k)) for k in cols})
+    atomic.write_text(path, buf.getvalue())
 
 
 def _fmt(v: Any) -> Any:

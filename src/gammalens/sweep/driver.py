@@ -3,33 +3,40 @@
 Workers write run directories (atomically) into the sweep's output folder and send back their paths;
 the driver records each finished run in the atlas as it arrives, one transaction each, so DuckDB's
 single-writer rule holds however many workers there are. After every cell it rewrites
-``<out>/<spec>.sweep.json`` (atomically): each cell's status, run id and one-line error.
+``<out>/<spec>.sweep.json`` (atomically, :mod:`gammalens.runs.atomic`): each cell's status, run id and one-line
+error. The state file is a report, not the ledger: a re-run finds finished cells by their run directories and
+the atlas, so a cell whose run directory is complete counts as done even where the state file could not be
+written (a full disk).
+
+Ctrl-C and SIGTERM are told in one true line (:class:`~gammalens.runs.atomic.Interrupted`): how many cells were
+measured and recorded, and a run directory that is complete but not recorded yet; the cell in progress leaves
+nothing half-written. Each cell passes the stages of :data:`gammalens.runs.atomic.STAGES` (``measured``,
+``staged``, ``written`` in the cell; ``recording``, ``recorded`` here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gammalens.atlas.record import record_run
 from gammalens.errors import GammalensError
+from gammalens.runs import atomic
 from gammalens.runs.writer import RunWriter
 from gammalens.sweep.cell import CellOutcome, one_line
 from gammalens.sweep.local import run_local
 from gammalens.sweep.plan import PlannedCell, RunIndex, canonical, plan_cell, runs_in_atlas, runs_in_folder
 from gammalens.sweep.ray_executor import run_ray
-from gammalens.sweep.spec import SweepOptions, SweepSpec, load_spec
+from gammalens.sweep.spec import SweepError, SweepOptions, SweepSpec, load_spec
 
 PAUSE_ENV = "_GAMMALENS_SWEEP_PAUSE_BEFORE_RECORD"  # test hook: seconds to sleep between a cell's run and its record
+_sigint_deferred = atomic.deferred_signals  # Ctrl-C (and SIGTERM) wait for the end of an atlas transaction
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,10 @@ class _Driver:
         self.cells = cells
         self.bar: Any = None
         self.autosave = False  # off while planning (one save after it), on while cells finish
+        self.todo: list[PlannedCell] = []
+        self.planning = True
+        self.written: set[Path] = set()  # run directories the cells of this sweep committed
+        self.recorded: set[Path] = set()  # … and those recorded in the atlas
 
     def set(self, cell: PlannedCell, status: str, reason: str = "", run_dir: Path | None = None,
             run_id: str | None = None, gamma: float | None = None, seconds: float = 0.0) -> None:
@@ -141,8 +152,8 @@ class _Driver:
 
     def record(self, run_dir: Path) -> None:
         if self.opts.record:
-
             record_run(run_dir, self.opts.atlas)
+            self.recorded.add(Path(run_dir))
 
     def finished(self, cell: PlannedCell, outcome: CellOutcome) -> None:
         """A worker's outcome: record it (driver only) and update the status."""
@@ -150,14 +161,19 @@ class _Driver:
             self.set(cell, "failed", outcome.error or "unknown error", seconds=outcome.seconds)
         else:
             run_dir = Path(outcome.run_dir)
+            self.written.add(run_dir)
             pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
             if pause > 0:
                 print(f"gammalens-sweep: measured {run_dir.name}, recording in {pause} s", flush=True)
                 time.sleep(pause)
             try:
-                with _sigint_deferred():  # a Ctrl-C waits until the run is recorded and its status saved
+                with atomic.deferred_signals():  # Ctrl-C or SIGTERM waits until the run is recorded, its status saved
+                    atomic.stage("recording", run_dir=run_dir, record=self.opts.record)
                     self.record(run_dir)
                     self.set(cell, "done", run_dir=run_dir, seconds=outcome.seconds)
+                    atomic.stage("recorded", recorded=self.opts.record)
+            except atomic.AtomicWriteError:
+                raise  # the state file: the sweep stops (run_sweep says what was kept)
             except GammalensError as err:
                 self.set(cell, "failed", f"measured as {run_dir.name} but not recorded: {one_line(err)}",
                          run_dir=run_dir, seconds=outcome.seconds)
@@ -173,12 +189,57 @@ class _Driver:
         return SweepResult(self.spec.name, [self.status[c.index] for c in self.cells if c.index in self.status],
                            self.opts, time.perf_counter() - t0, self.dry_run)
 
+    @property
+    def state_path(self) -> Path:
+        return self.opts.out / f"{self.spec.name}.sweep.json"
+
     def save(self) -> None:
-        path = self.opts.out / f"{self.spec.name}.sweep.json"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.result(time.perf_counter()).to_dict() | {"wall_s": None}, indent=1,
-                                  default=str) + "\n")
-        os.replace(tmp, path)
+        """Rewrite the state file atomically (:class:`~gammalens.runs.atomic.AtomicWriteError` if it cannot be)."""
+        atomic.write_text(self.state_path, json.dumps(self.result(time.perf_counter()).to_dict() | {"wall_s": None},
+                                                      indent=1, default=str) + "\n")
+
+    def kept(self) -> tuple[int, list[Path]]:
+        """(cells measured and recorded now, run directories complete but not recorded), on disk right now."""
+        done = sum(s.status == "done" for s in self.status.values())
+        loose = set(self.written) - self.recorded if self.opts.record else set()
+        now = atomic.life()  # a cell interrupted after its commit, before its outcome reached us
+        if now.get("stage") in ("written", "recording") and now.get("run_dir") is not None:
+            if self.opts.record and Path(now["run_dir"]) not in self.recorded:
+                loose.add(Path(now["run_dir"]))
+            elif not self.opts.record and Path(now["run_dir"]) not in self.written:
+                done += 1
+        return done, sorted(p for p in loose if p.is_dir())
+
+    def _kept_text(self, done: int, loose: list[Path]) -> str:
+        verb = "measured and recorded" if self.opts.record else "measured"
+        text = f"{done} cell(s) {verb}, {max(len(self.todo) - done, 0)} not"
+        if loose:
+            names = ", ".join(str(p) for p in loose)
+            text += (f"; {names} {'is' if len(loose) == 1 else 'are'} complete but not recorded in the atlas yet — "
+                     "the same command records it without measuring again")
+        return text
+
+    def interrupted(self, err: KeyboardInterrupt) -> atomic.Interrupted:
+        """The one true line for Ctrl-C or SIGTERM during the sweep."""
+        kind = "terminated (SIGTERM)" if isinstance(err, atomic.Terminated) else "interrupted"
+        done, loose = self.kept()
+        if self.planning:
+            return atomic.Interrupted(f"{kind} while planning the sweep: no cell was measured, nothing was left "
+                                      "half-written — run the same command to resume")
+        if done == len(self.todo) and not loose and self.todo:
+            return atomic.Interrupted(f"{kind} after every cell was measured{' and recorded' if self.opts.record else ''}"
+                                      f" ({done}); the sweep's work was all committed, its state is in "
+                                      f"{self.state_path}", exit_code=0, notice=True)
+        return atomic.Interrupted(f"{kind}: {self._kept_text(done, loose)}; outstanding cells were cancelled and "
+                                  "left nothing half-written — run the same command to resume")
+
+    def state_failed(self, err: atomic.AtomicWriteError) -> SweepError:
+        """The one line for a state file that cannot be written (a full disk)."""
+        done, loose = self.kept()
+        return SweepError(f"cannot update the sweep state {err.path} ({err.strerror}); {self._kept_text(done, loose)}"
+                          " — the state file is out of date, but a re-run finds the finished cells by their run "
+                          "directories; nothing was left half-written — free some space and run the same command to "
+                          "resume")
 
 
 def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: bool = False,
@@ -225,8 +286,21 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
     cells = [plan_cell(i + 1, config) for i, config in enumerate(spec.cells)]
     driver = _Driver(spec, cells, dry_run)
     if not dry_run:
-
         RunWriter(opts.out)  # creates the folder and checks it is writable before any work
+        atomic.remove_stale_temps(opts.out)  # state files of sweeps killed by SIGKILL mid-write
+    try:
+        return _run(driver, cells, t0, progress, claim_links)
+    except KeyboardInterrupt as err:
+        raise driver.interrupted(err) from None
+    except atomic.AtomicWriteError as err:
+        if err.path != driver.state_path:
+            raise
+        raise driver.state_failed(err) from None
+
+
+def _run(driver: _Driver, cells: list[PlannedCell], t0: float, progress: bool,
+         claim_links: Callable[[Any], Sequence[Any]] | None) -> SweepResult:
+    opts, dry_run = driver.opts, driver.dry_run
     in_folder = runs_in_folder(opts.out)
     in_atlas = runs_in_atlas(opts.atlas) if opts.record else RunIndex()
 
@@ -245,7 +319,7 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
             driver.set(cell, "skipped", f"in {opts.out}" + (" (to record)" if opts.record else ""), run_dir=done_dir)
         elif done_dir is not None:
             try:
-                with _sigint_deferred():
+                with atomic.deferred_signals():
                     driver.record(done_dir)
                     driver.set(cell, "skipped", f"in {opts.out}; recorded now", run_dir=done_dir)
             except GammalensError as err:
@@ -255,6 +329,7 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
         else:
             todo.append(cell)
         first.setdefault(text, cell.index)
+    driver.todo, driver.planning = todo, False
     if not dry_run:
         driver.save()
         driver.autosave = True
@@ -262,41 +337,9 @@ def run_sweep(spec: SweepSpec | Path | str, *, dry_run: bool = False, progress: 
         return driver.result(t0)
 
     execute = run_ray if opts.executor == "ray" else run_local
-    try:
-        with _progress(progress, len(todo)) as driver.bar:
-            execute(todo, opts, driver.finished, claim_links)
-    except KeyboardInterrupt:
-        n = sum(s.status == "done" for s in driver.status.values())
-        raise GammalensError(f"interrupted: {n} cell(s) measured and recorded, {len(todo) - n} not; outstanding "
-                             "cells were cancelled and left nothing half-written — run the same command to "
-                             "resume") from None
+    with _progress(progress, len(todo)) as driver.bar:
+        execute(todo, opts, driver.finished, claim_links)
     return driver.result(t0)
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends: one atlas transaction (under a second) is not cut short.
-
-    DuckDB turns a SIGINT inside a query into its own errors, which would mask the KeyboardInterrupt;
-    the transaction would still roll back, but the user would see a traceback, not one line.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-
-    def hold(signum: int, frame: Any) -> None:
-        caught.append(signum)
-        if len(caught) > 1:  # a second Ctrl-C does not wait (the transaction still rolls back)
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
 
 
 class _progress:
