@@ -29,6 +29,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from gammalens.atlas.schema import ATLAS_FORMAT, SCHEMA_VERSION, TABLES, create_schema, migrate
 from gammalens.errors import GammalensError, first_line
 
@@ -53,11 +55,12 @@ class AtlasBusyError(AtlasError):
 
 
 def default_atlas_path() -> Path:
-    """``$GAMMALENS_ATLAS``, else ``$XDG_DATA_HOME/gammalens/atlas.duckdb`` (``~/.local/share`` by default)."""
+    """``$GAMMALENS_ATLAS``, else ``atlas.duckdb`` in the platform's user data folder for gammalens
+    (``platformdirs``: ``$XDG_DATA_HOME/gammalens`` or ``~/.local/share/gammalens`` on Linux, ``~/Library/Application
+    Support/gammalens`` on macOS, ``%LOCALAPPDATA%\\gammalens`` on Windows)."""
     if os.environ.get(ATLAS_ENV):
         return Path(os.environ[ATLAS_ENV]).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home).expanduser() / "gammalens" / "atlas.duckdb"
+    return Path(platformdirs.user_data_dir("gammalens", appauthor=False)) / "atlas.duckdb"
 
 
 def resolve_atlas_path(atlas: Path | str | None) -> Path:
