@@ -298,20 +298,22 @@ def render(doc: Path, table: list[dict], layers: list[dict], sinks: list[dict], 
     verdicts = _verdicts(table, layers, sinks, rescale)
     sink_rows = [[s["model"], f3(s["sink_mass_k1"]), f3(s["sink_rate"]), str(s["massive_count"]),
                   f"{s['massive_max_abs']:,.0f}", str(s["massive_first_layer"]), f3(s["ablated_sink_mass_k1"]),
-                  f3(s["model_gamma"]), f3(s["ablated_model_gamma"])] for s in sinks]
+                  f3(s["model_gamma"]), f3(s["ablated_model_gamma"]), f3(s.get("bos_sink_mass_k1"))] for s in sinks]
     sinks_md = md(["model", "sink mass (k=1)", "sink rate", "massive activations", "largest |h|", "first layer",
-                   "sink mass ablated", "γ", "γ ablated"], sink_rows)
+                   "sink mass ablated", "γ", "γ ablated", "sink mass, BOS variant"], sink_rows)
     res_rows = [[r["model"], f"{r['factor']:g}", f"{r['theta']:g}", f"{f3(r['gamma'])} [{f3(r['gamma_ci_low'])}, "
                  f"{f3(r['gamma_ci_high'])}]", f3(r["sink_mass"])] for r in rescale]
     res_md = md(["model", "θ factor", "θ (global)", "γ random [95% CI]", "sink mass"], res_rows)
     block = "\n\n".join([
         "### The atlas: one row per model and context (stdlib text; Δγ against random tokens)", main,
-        "Windows per cell as listed (2048 tokens: fewer, for 2 CPU cores); 200 bootstrap resamples over windows. "
+        "Windows per cell as listed (8; 6 for the 1.5B; below 8 the CIs under-cover, `fit/bootstrap.py`); 200 "
+        "bootstrap resamples over windows. "
         "γ_taf is the book's fixed-key estimator on the same model (4 windows per distance, d ≤ 1000); the book's "
         "columns are its published rows for the closest relative it measured (not the same checkpoint: base "
         "models, bf16, another corpus). Files: `docs/real_atlas.csv`, per layer `docs/real_atlas_layers.csv`.",
         "### Cross-model verdicts", verdicts,
-        "### Sinks and massive activations (512 tokens × 4 stdlib windows; ablation: zero them where they arise)",
+        "### Sinks and massive activations (512 tokens × 4 stdlib windows; ablation: zero them where they arise; "
+        "BOS variant: the windows without the tokenizer's first special token)",
         sinks_md, "### θ-rescale control (512 random tokens × 4 windows; weights untouched)", res_md,
         "### On the atlas map, and next to the book's relatives",
         "![γ against θ: our four decoders (stars, T = 512 text) among the book's published rows](real_atlas_map.svg)",
