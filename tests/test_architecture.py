@@ -18,6 +18,10 @@ EXPECTED = {
     "qwen2": {"position_encoding": "rope", "n_kv_heads": 2, "head_dim": 8, "sliding_window": None, "causal": True},
     "gemma2_softcap": {"position_encoding": "rope", "n_kv_heads": 2, "head_dim": 8, "sliding_window": 10,
                        "causal": True},
+    # Gemma-3's default θ pair: 10⁴ on sliding layers, 10⁶ on global ones; rope_theta is the global layers'
+    "gemma3_hybrid": {"position_encoding": "rope", "n_kv_heads": 1, "head_dim": 8, "sliding_window": 10, "causal": True,
+                      "layer_types": ["sliding_attention", "full_attention"], "rope_theta": 1e6,
+                      "layer_rope_theta": [1e4, 1e6]},
     "gpt_neox_partial": {"position_encoding": "rope", "n_kv_heads": 4, "head_dim": 8, "partial_rotary_factor": 0.25,
                          "causal": True},
     "gpt2": {"position_encoding": "learned", "n_kv_heads": 4, "head_dim": 8, "rope_theta": None, "causal": True},
