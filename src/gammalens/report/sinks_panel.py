@@ -22,7 +22,7 @@ BASE, BOS, ABLATED = RUN_COLORS[0], RUN_COLORS[2], RUN_COLORS[1]
 
 def sinks_panel(run: RunFiles, uid: str) -> str:
     """HTML of the panel; empty when the run has no ``sinks.json`` (a plain ``gammalens measure`` run)."""
-    result = read_sinks(run.path)
+    result = read_sinks(run.path, run.sinks)  # read and checked once, by the run reader
     if result is None:
         return ""
     k, b = result.sink_k, result.baseline

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from gammalens.errors import GammalensError
+from gammalens.runs.schema import SINKS_FILE, SINKS_FORMAT
 from gammalens.sinks.correlation import Correlation
 from gammalens.sinks.massive import MassiveActivations
 from gammalens.sinks.token_kinds import KINDS, TokenNamer
 
-FORMAT = "gammalens.sinks/1"
-SINK_FILE = "sinks.json"  # in the run directory of a `gammalens sinks` run
+# the file and its format tag are defined once, with the file's schema (gammalens.runs.schema)
+FORMAT, SINK_FILE = SINKS_FORMAT, SINKS_FILE
 
 
 def _num(x: Any) -> Any:
@@ -362,12 +363,16 @@ class SinkResult:
                 f"run_dir={str(self.run_dir) if self.run_dir else None!r})")
 
 
-def read_sinks(run_dir: Path | str) -> SinkResult | None:
-    """The :class:`SinkResult` stored in a run directory's ``sinks.json`` (None: the run has none)."""
+def read_sinks(run_dir: Path | str, parsed: dict[str, Any] | None = None) -> SinkResult | None:
+    """The :class:`SinkResult` stored in a run directory's ``sinks.json`` (None: the run has none).
+
+    ``parsed``: the file's JSON when the caller has it already (``RunFiles.sinks``), so it is not read twice.
+    """
     path = Path(run_dir) / SINK_FILE
-    if not path.is_file():
+    if parsed is None and not path.is_file():
         return None
     try:
-        return SinkResult.from_dict(json.loads(path.read_text(encoding="utf-8")), run_dir=Path(run_dir))
+        body = parsed if parsed is not None else json.loads(path.read_text(encoding="utf-8"))
+        return SinkResult.from_dict(body, run_dir=Path(run_dir))
     except (ValueError, KeyError, TypeError) as err:
         raise GammalensError(f"{path} is not a readable sinks file ({err})") from None
