@@ -114,3 +114,14 @@ def test_cli_rejects_an_unknown_backend_in_one_line(capsys, tmp_path) -> None:
 def test_manifest_records_the_backend_that_ran(minilm_run) -> None:
     assert minilm_run.manifest["probe"] == {"backend": "chunked", "note": None}
     assert minilm_run.manifest["settings"]["backend"] == "auto"
+
+
+def test_automatic_chunks_are_capped_on_the_cpu_only() -> None:
+    from gammalens.probe.backend import CPU_MAX_CHUNK, DistanceProbe
+
+    probe = DistanceProbe(accumulator=None)  # 32 MiB budget: 9 heads × 2048 keys × 4 B → 455 queries
+    assert probe.chunk_for(1, 9, 2048, "cpu") == CPU_MAX_CHUNK
+    assert probe.chunk_for(1, 9, 2048, "cuda") == 32 * 2**20 // (9 * 2048 * 4)
+    assert probe.chunk_for(1, 9, 65536, "cpu") == 32 * 2**20 // (9 * 65536 * 4) < CPU_MAX_CHUNK
+    assert probe.chunk_for(1, 9, 50, "cpu") == 50  # never more queries than the sequence has
+    assert DistanceProbe(accumulator=None, chunk_size=300).chunk_for(1, 9, 2048, "cpu") == 300

@@ -176,9 +176,10 @@ class ProfileAccumulator:
             probs.masked_fill_(~w.valid[:, None, :, None], 0.0)
         skew = probs.as_strided((B, H, c - 1, kend), (H * c * kend, c * kend, kend + 1, 1),
                                 probs.storage_offset() + kend + 2 - c)  # rows 1 … c−1
-        by_dist = torch.matmul(w.weights[:, None, :, 1:], skew)  # (B, H, 3, kend)
+        weights = w.weights[:, :2]  # (B, 2, c): every valid query, the common-support side (no right side)
+        by_dist = torch.matmul(weights[:, None, :, 1:], skew)  # (B, H, 2, kend)
         # row 0 (query q0): key j sits at column c − 1 + j
-        by_dist[..., c - 1:].add_(w.weights[:, None, :, :1] * probs[:, :, None, 0, : q0 + 1])
+        by_dist[..., c - 1:].add_(weights[:, None, :, :1] * probs[:, :, None, 0, : q0 + 1])
         if visible is None:
             d = torch.arange(kend, device=probs.device)
             lo = torch.clamp(d + self.sink_tokens, min=q0)

@@ -5,9 +5,10 @@ computes the exact fp32 attention probabilities of every head from the layer's o
 scaling and soft-cap, adds them to a :class:`ProfileAccumulator`, and returns the layer's normal output
 computed from those same probabilities (P·V, fp32, cast to the value dtype). That output equals
 ``sdpa``'s and eager's to float rounding (the contract tests check it), and computing it here instead
-of delegating to ``sdpa`` avoids a second softmax: it is what keeps the measuring forward within ~3×
-of a plain one. Peak extra memory is O(batch × heads × chunk × n), never the n×n matrix of every head
-at once. Evaluation only: attention dropout is not applied.
+of delegating to ``sdpa`` avoids a second softmax. Both matmuls are grouped by KV head (the g query heads
+of one KV head are a single operand), so K and V are never expanded. Peak extra memory is
+O(batch × heads × chunk × n), never the n×n matrix of every head at once. What the measuring forward costs
+against sdpa and against its floor is in ``benchmarks/bench_measuring_forward.py`` and ``docs/benchmarks.md``. Evaluation only: attention dropout is not applied.
 
 It is installed by :func:`probing` (a context manager) and removed in ``finally``: nothing is left
 registered and the model's previous attention implementation is restored.
@@ -31,6 +32,10 @@ from gammalens.probe import fused  # module attribute calls: tests replace the k
 from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 
 _PROBE_IDS = itertools.count()
+# Largest automatic query chunk on the CPU. Measured on SmolLM2-135M at 2048 tokens, 2 threads
+# (benchmarks/bench_measuring_forward.py, docs/benchmarks.md): chunks of 64 / 128 / 256 / 455 queries (455 is
+# the 32 MiB budget's choice) cost 1.32× / 1.17× / 1.24× / 1.49× the plain sdpa forward.
+CPU_MAX_CHUNK = 128
 
 
 class DistanceProbe:
@@ -139,18 +144,20 @@ class DistanceProbe:
         g = H // Hkv
         dev = query.device
         layout = (self.layout or BatchLayout.full(B, n)).to(dev)
-        c = self.chunk_ = self.chunk_for(B, H, n)
+        c = self.chunk_ = self.chunk_for(B, H, n, dev)
+        # grouped GEMMs: the g query heads of a KV head are one (g·c)-row operand against that head's keys and
+        # values (no expanded copy of K or V, fewer and larger matmuls); head h = kv·g + j as in repeat_kv
         q = (query.float() * scale).view(B, Hkv, g, n, dh)  # (B, Hkv, g, n, dh)
-        k = key.float()[:, :, None]  # (B, Hkv, 1, n, dh)
+        kt = key.float().transpose(-1, -2)  # (B, Hkv, dh, n)
         dv = value.shape[-1]
-        v = value.float()[:, :, None].expand(B, Hkv, g, n, dv).reshape(B * H, n, dv)  # (B·H, n, dv)
+        v = value.float()  # (B, Hkv, n, dv)
         out = query.new_empty(B, n, H, dv)
         plain_causal = causal and mask is None and window is None  # whole documents: closed-form pair counts
         for q0 in range(0, n, c):
             q1 = min(n, q0 + c)
             cc, kend = q1 - q0, (q1 if causal else n)
-            scores = self._buffer("scores", B * H * cc * kend, dev).view(B, Hkv, g, cc, kend)
-            torch.matmul(q[:, :, :, q0:q1], k[:, :, :, :kend].transpose(-1, -2), out=scores)
+            scores = self._buffer("scores", B * H * cc * kend, dev).view(B, Hkv, g * cc, kend)
+            torch.matmul(q[:, :, :, q0:q1].reshape(B, Hkv, g * cc, dh), kt[..., :kend], out=scores)
             scores = scores.view(B, H, cc, kend)  # (B, H, c, k)
             if softcap is not None:
                 scores.div_(softcap).tanh_().mul_(softcap)
@@ -170,7 +177,7 @@ class DistanceProbe:
             if bool(padding.any()):  # padding queries may see no key at all (NaN rows): they output zeros
                 probs.masked_fill_(padding[:, None, :, None], 0.0)
             # the layer's output from the same probabilities: cheaper than a second softmax inside sdpa
-            o = torch.bmm(probs.reshape(B * H, cc, kend), v[:, :kend])  # (B·H, c, dv)
+            o = torch.matmul(probs.reshape(B, Hkv, g * cc, kend), v[:, :, :kend])  # (B, Hkv, g·c, dv)
             out[:, q0:q1] = o.view(B, H, cc, dv).transpose(1, 2).to(out.dtype)
             if self.observers:
                 seen = visible if visible is not None else visible_keys(None, q0, q1, kend, True, None, dev).expand(
@@ -183,9 +190,13 @@ class DistanceProbe:
                 self.accumulator.add(layer, probs, visible, q0, layout, bidirectional=True)
         return out
 
-    def chunk_for(self, batch: int, heads: int, n: int) -> int:
-        """Queries per chunk: ``chunk_size``, else as many as keep one chunk's fp32 scores within the budget."""
-        return self.chunk_size or max(1, min(n, self.budget_bytes // max(1, batch * heads * n * 4)))
+    def chunk_for(self, batch: int, heads: int, n: int, device: torch.device | str = "cpu") -> int:
+        """Queries per chunk: ``chunk_size``, else as many as keep one chunk's fp32 scores within the budget,
+        and on the CPU at most :data:`CPU_MAX_CHUNK` (the scores of fewer queries stay nearer the caches)."""
+        if self.chunk_size:
+            return self.chunk_size
+        c = max(1, min(n, self.budget_bytes // max(1, batch * heads * n * 4)))
+        return min(c, CPU_MAX_CHUNK) if torch.device(device).type == "cpu" else c
 
     def _buffer(self, name: str, numel: int, device: torch.device) -> torch.Tensor:
         """A flat fp32 workspace reused across chunks and layers (fresh n×n-sized allocations dominate time)."""
