@@ -245,7 +245,7 @@ def test_cli_bad_taf_values_exit_2(extra: list[str], needle: str, tmp_path, caps
 
 def test_atlas_v1_is_migrated_and_v1_exports_import(tmp_path) -> None:
     from gammalens.atlas import connect, export_atlas, import_atlas
-    from gammalens.atlas.schema import FITS_V1, TABLES, create_table_sql
+    from gammalens.atlas.schema import FITS_V1, SCHEMA_VERSION, TABLES, create_table_sql
 
     v1 = tmp_path / "v1.duckdb"
     with duckdb.connect(str(v1)) as con:
@@ -256,7 +256,7 @@ def test_atlas_v1_is_migrated_and_v1_exports_import(tmp_path) -> None:
         con.execute("INSERT INTO fits (run_id, name, scope, gamma) VALUES ('r1', 'model', 'model', 0.8)")
     with connect(v1) as con:
         assert con.execute("SELECT name, estimator, gamma FROM model_fits").fetchall() == [("model", "null", 0.8)]
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     export = tmp_path / "export"
     export_atlas(export, v1)
     fits = export / "data" / "fits.parquet"

@@ -12,6 +12,9 @@ v2
     ``fits.estimator``: ``'null'`` (gammalens's null-corrected estimator: every row of ``fits.csv``) or
     ``'taf'`` (the book's estimator, :mod:`gammalens.taf`: one row named ``taf`` per run measured with
     ``--estimator taf``). Older rows become ``'null'``.
+v3
+    ``fits.echo``, ``fits.induction``, ``fits.far_mass``: the retrieval scores of head rows measured with
+    ``gammalens measure --retrieval`` (docs/retrieval.md); NULL elsewhere and in older rows.
 
 A migration is a function ``(connection) -> None`` registered in :data:`MIGRATIONS` under the version it
 upgrades *from*; :func:`migrate` applies them in order inside the caller's transaction.
@@ -23,7 +26,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ATLAS_FORMAT = "gammalens.atlas"
 
 # table -> {column: DuckDB type}; the order is the column order of the table and of its Parquet export.
@@ -98,6 +101,9 @@ TABLES: dict[str, dict[str, str]] = {
         "cutoff_lambda": "DOUBLE",
         "n_docs": "INTEGER",
         "estimator": "VARCHAR",             # null (null-corrected, ours) or taf (the book's); v2
+        "echo": "DOUBLE",                   # retrieval scores of head rows (--retrieval), else NULL; v3
+        "induction": "DOUBLE",
+        "far_mass": "DOUBLE",
     },
     "fit_extras": {
         "run_id": "VARCHAR",
@@ -183,7 +189,9 @@ def drop_views(con: Any) -> None:
 
 
 # --- v0, kept for its migration -------------------------------------------------------------------
-FITS_V1 = {c: t for c, t in TABLES["fits"].items() if c != "estimator"}  # fits columns of v0 and v1
+FITS_V3_ADDED = ("echo", "induction", "far_mass")
+FITS_V2 = {c: t for c, t in TABLES["fits"].items() if c not in FITS_V3_ADDED}  # fits columns of v2
+FITS_V1 = {c: t for c, t in FITS_V2.items() if c != "estimator"}  # fits columns of v0 and v1
 
 SCHEMA_V0: dict[str, dict[str, str]] = {
     "meta": TABLES["meta"],
@@ -225,10 +233,17 @@ def _migrate_1_to_2(con: Any) -> None:
     con.execute("ALTER TABLE fits ADD COLUMN estimator VARCHAR DEFAULT 'null'")
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+def _migrate_2_to_3(con: Any) -> None:
+    """v2 → v3: the retrieval columns of ``fits``, NULL for every existing row (none was measured)."""
+    for column in FITS_V3_ADDED:
+        con.execute(f'ALTER TABLE fits ADD COLUMN "{column}" DOUBLE')
 
-# columns added since v1, with the SQL value older rows take: lets an import read a v1 export
-ADDED_COLUMNS: dict[tuple[str, str], str] = {("fits", "estimator"): "'null'"}
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3}
+
+# columns added since v1, with the SQL value older rows take: lets an import read a v1 or v2 export
+ADDED_COLUMNS: dict[tuple[str, str], str] = {("fits", "estimator"): "'null'",
+                                             **{("fits", c): "NULL" for c in FITS_V3_ADDED}}
 OLDEST_IMPORTABLE = 1
 
 

@@ -43,6 +43,17 @@ def measure(
                                                          "model's positions.")] = None,
     taf_fit_min_distance: Annotated[int | None, typer.Option(help="With --estimator taf: smallest d in its fit (the "
                                                              "book's atlas rows: 30). Default: all.")] = None,
+    retrieval: Annotated[bool, typer.Option(help="Also measure each head's retrieval scores: echo and induction "
+                                            "attention on random tokens repeated twice, and far mass from the "
+                                            "profile; added to fits.csv (docs/retrieval.md).")] = False,
+    retrieval_length: Annotated[int, typer.Option(help="With --retrieval: tokens of the random sequence (the input "
+                                                  "holds it twice, after the BOS).")] = 256,
+    retrieval_sequences: Annotated[int, typer.Option(help="With --retrieval: random sequences averaged over.")] = 8,
+    retrieval_skip: Annotated[int, typer.Option(help="With --retrieval: second-copy queries left out at the copy's "
+                                                "start.")] = 4,
+    retrieval_far_distance: Annotated[int | None, typer.Option(help="With --retrieval: far mass is the share of "
+                                                               "non-sink mass beyond this distance. Default: "
+                                                               "context/2.")] = None,
     atlas: opt.AtlasFile = None,
     no_atlas: opt.NoAtlas = False,
     no_report: opt.NoReport = False,
@@ -55,12 +66,23 @@ def measure(
     from gammalens.cli.summary import print_summary
     from gammalens.measuring.pipeline import measure as run_measure
     from gammalens.publish import publish, run_writer
+    from gammalens.retrieval import RetrievalConfig
 
     config = opt.measure_config(locals())  # every MeasureConfig field is a flag of the same name
+    # checked whether or not --retrieval is given: a nonsense value is refused, never silently unused
+    retrieval_config = RetrievalConfig(length=retrieval_length, sequences=retrieval_sequences, skip=retrieval_skip,
+                                       far_distance=retrieval_far_distance)
     with ctrl_c_is_an_error(one_run=True):  # publish marks the run's stages (measured … recorded); "done" here
         writer = run_writer(out)  # checks writability before any work; the folder is made when the run is written
-        result = publish(run_measure(config=config, progress=not (quiet or as_json)), writer,
-                         report=not no_report, record=not no_atlas, atlas=atlas, claim_links=links_for_run)
+        progress = not (quiet or as_json)
+        if retrieval:
+            from gammalens.retrieval.run import measure_with_retrieval
+
+            measured = measure_with_retrieval(config, retrieval_config, progress=progress)
+        else:
+            measured = run_measure(config=config, progress=progress)
+        result = publish(measured, writer, report=not no_report, record=not no_atlas, atlas=atlas,
+                         claim_links=links_for_run)
         if as_json:
             import json
 

@@ -179,7 +179,7 @@ def forward_step(config: MeasureConfig, inputs: Loaded, observers: Sequence[Call
     if probe.resolve(dev) and probe.note_:
         print(f"gammalens: note: {probe.note_}", file=sys.stderr)
     ids = torch.tensor(inputs.windows.input_ids, dtype=torch.long)
-    extra = _only_last_logits(net)
+    extra = only_last_logits(net)
     bar = _progress(progress, int(ids.numel()))
     try:
         hooks = intervention(net) if intervention is not None else contextlib.nullcontext()
@@ -260,7 +260,7 @@ def _annotate(fits: list[dict], profile: Any, context: int, rope_theta: float | 
             row["regime"] = None
 
 
-def _only_last_logits(net: Any) -> dict[str, int]:
+def only_last_logits(net: Any) -> dict[str, int]:
     """``{'logits_to_keep': 1}`` for a language-model head that takes it: the probe needs attention, not logits,
     and the vocabulary projection of every position is up to 60% of a small model's forward (Gemma-3-270M:
     262,144 × 640)."""

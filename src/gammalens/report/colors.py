@@ -2,7 +2,8 @@
 
 γ uses a diverging map centred on the Hagedorn boundary γ = 1: blue for Phase A (γ < 1, looks far),
 red for Phase B (γ > 1, concentrates), near-white at the boundary (ColorBrewer RdBu, colour-blind safe).
-Sink mass uses a sequential white → purple map; runs get the Okabe–Ito categorical palette.
+Sink mass uses a sequential white → purple map, the retrieval scores (echo, induction) a white → green one on
+the fixed range [0, 1] (probabilities, comparable across runs); runs get the Okabe–Ito categorical palette.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from gammalens.report.svg import esc, fmt, nice_step, text
 
 _RDBU = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"]
 _LINES = ["#2166ac", "#4393c3", "#8c8c8c", "#d6604d", "#b2182b"]  # RdBu with grey at γ = 1, for thin lines
+_GREENS = ["#f7fcf5", "#e5f5e0", "#c7e9c0", "#a1d99b", "#74c476", "#41ab5d", "#238b45", "#006d2c", "#00441b"]
 _PURPLES = ["#fcfbfd", "#efedf5", "#dadaeb", "#bcbddc", "#9e9ac8", "#807dba", "#6a51a3", "#54278f", "#3f007d"]
 RUN_COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442"]
 PHASE_A, PHASE_B, BOUNDARY = "#2166ac", "#b2182b", "#777777"
@@ -64,6 +66,13 @@ def sink_color(value: float, vmax: float) -> str:
     return _interpolate(_PURPLES, value / vmax if vmax > 0 else 0.0)
 
 
+def score_color(value: float | None) -> str:
+    """Sequential colour of a probability in [0, 1] (echo, induction); grey when not measured."""
+    if value is None or not math.isfinite(value):
+        return "#bbbbbb"
+    return _interpolate(_GREENS, value)
+
+
 def text_color(fill: str) -> str:
     """Black or white, whichever reads better on ``fill``."""
     r, g, b = _hex(fill)
@@ -106,3 +115,8 @@ def sink_colorbar(uid: str, vmax: float) -> str:
     ticks = [k * step for k in range(int(vmax / step + 1e-9) + 1)]
     return colorbar(uid, _PURPLES, 0.0, vmax, ticks,
                     "sink mass (attention probability per query)", width=420)
+
+
+def score_colorbar(uid: str, label: str) -> str:
+    """The colour bar of :func:`score_color`: 0 to 1 in steps of 0.25."""
+    return colorbar(uid, _GREENS, 0.0, 1.0, [0.0, 0.25, 0.5, 0.75, 1.0], label, width=420)

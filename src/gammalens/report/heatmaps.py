@@ -1,4 +1,5 @@
-"""Layer × head grids: γ per head (diverging around γ = 1, with fit-quality marks) and sink mass per head."""
+"""Layer × head grids: γ per head (diverging around γ = 1, with fit-quality marks), sink mass per head, and the
+retrieval scores (echo, induction) of runs measured with ``--retrieval``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import math
 from collections.abc import Callable
 
 from gammalens.atlas.quality import R2_LOW, fit_flags
-from gammalens.report.colors import gamma_color, gamma_colorbar, gamma_span, sink_color, sink_colorbar, text_color
+from gammalens.report.colors import (
+    gamma_color,
+    gamma_colorbar,
+    gamma_span,
+    score_color,
+    score_colorbar,
+    sink_color,
+    sink_colorbar,
+    text_color,
+)
 from gammalens.report.svg import FONT, esc, fmt, legend, marker, text
 from gammalens.runs.reader import RunFiles
 
@@ -85,6 +95,34 @@ def sink_heatmap(run: RunFiles, uid: str) -> str:
                 f"layers.{layer}.heads.{head}: sink mass {fmt(v)} (first {n_sink} token(s))", [])
 
     return f'<div class="figrow">{sink_colorbar(uid, vmax)}</div>' + _grid(uid, run.n_layers, run.n_heads, cell)
+
+
+RETRIEVAL_LABELS = {
+    "induction": "induction score (attention on the token after the earlier copy, probability)",
+    "echo": "echo score (attention on the same token in the earlier copy, probability)",
+}
+
+
+def has_retrieval(run: RunFiles) -> bool:
+    """Whether the run's head rows carry retrieval scores (``gammalens measure --retrieval``)."""
+    return any(r.get("induction") is not None for r in run.head_fits)
+
+
+def retrieval_heatmap(run: RunFiles, uid: str, score: str = "induction") -> str:
+    """``score`` (``'induction'`` or ``'echo'``) per head on [0, 1]; the tooltip gives both and the far mass."""
+    rows = {(r["layer"], r["head"]): r for r in run.head_fits}
+
+    def cell(layer: int, head: int) -> tuple[str, str, str, list[str]]:
+        r = rows.get((layer, head))
+        if r is None or r.get(score) is None:
+            return "#eeeeee", "", f"layers.{layer}.heads.{head}: not measured", []
+        v = r[score]
+        tip = (f"{r['name']}: induction {fmt(r['induction'])}, echo {fmt(r['echo'])}, "
+               f"far mass {fmt(r['far_mass'])}, γ = {fmt(r['gamma'])}")
+        return score_color(v), f"{v:.2f}", tip, []
+
+    return (f'<div class="figrow">{score_colorbar(uid, RETRIEVAL_LABELS[score])}</div>'
+            + _grid(uid, run.n_layers, run.n_heads, cell))
 
 
 def marker_swatch(shape: str) -> str:

@@ -20,7 +20,7 @@ from gammalens.report.atlas_map import atlas_map, atlas_points
 from gammalens.report.comparison import flagged_table, layer_chart, prediction_table, summary_table
 from gammalens.report.decay import decay_overlay, decay_panels
 from gammalens.report.distributions import gamma_histogram, quality_scatter
-from gammalens.report.heatmaps import gamma_heatmap, sink_heatmap
+from gammalens.report.heatmaps import gamma_heatmap, has_retrieval, retrieval_heatmap, sink_heatmap
 from gammalens.report.sinks_panel import sinks_panel
 from gammalens.report.svg import esc, fmt
 from gammalens.runs.reader import RunFiles, read_run
@@ -147,6 +147,21 @@ def _claims(links: Sequence[Any]) -> str:
             if links else "")
 
 
+def _retrieval(run: RunFiles, uid: str) -> str:
+    """The retrieval maps of a run measured with ``--retrieval``; nothing for other runs."""
+    if not has_retrieval(run):
+        return ""
+    r = run.manifest.get("retrieval") or {}
+    return ("<h3>Retrieval heads: induction and echo per head</h3>"
+            f'<p class="sub">Random tokens x<sub>0</sub>…x<sub>L−1</sub> repeated twice (L = {esc(str(r.get("length")))}, '
+            f'{esc(str(r.get("sequences")))} sequences, the first {esc(str(r.get("skip")))} second-copy queries left '
+            "out): a second-copy query's mean attention on the token after its earlier copy (induction) and on the "
+            "earlier copy itself (echo). The tooltip adds the far mass: the share of the head's non-sink mass on the "
+            f'corpus beyond distance {esc(str(r.get("far_distance")))}.</p>'
+            f'<div class="scroll">{retrieval_heatmap(run, uid + "-i", "induction")}</div>'
+            f'<div class="scroll">{retrieval_heatmap(run, uid + "-e", "echo")}</div>')
+
+
 def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[dict[str, Any]] | None,
                  links: Sequence[Any] = ()) -> str:
     uid = f"r{k}"
@@ -162,7 +177,7 @@ def _run_section(run: RunFiles, k: int, label: str, single: bool, points: list[d
              "<h3>Sink mass per head</h3>",
              '<p class="sub">Attention on the first sink tokens, measured apart from the decay and kept out of '
              "the fit.</p>", f'<div class="scroll">{sink_heatmap(run, uid + "-s")}</div>',
-             sinks_panel(run, uid + "-k"),
+             sinks_panel(run, uid + "-k"), _retrieval(run, uid),
              "<h3>Fit quality</h3>", quality_scatter(run, uid + "-q"), flagged_table(run),
              prediction_table(run)]
     if single:

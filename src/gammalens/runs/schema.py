@@ -43,6 +43,10 @@ FIT_COLUMNS: dict[str, str] = {
     "r2_exponential": "float",
     "cutoff_lambda": "float",
     "n_docs": "int",
+    # gammalens measure --retrieval (docs/retrieval.md); empty in other runs and on layer and model rows
+    "echo": "float",                  # attention on the counterpart in the first copy (probability)
+    "induction": "float",             # attention on the token after the counterpart (probability)
+    "far_mass": "float",              # share of non-sink mass at distances > retrieval.far_distance
 }
 INT_COLUMNS = frozenset(c for c, kind in FIT_COLUMNS.items() if kind == "int")
 REQUIRED_FIT_COLUMNS = ("name", "scope", "layer", "head", "gamma")
@@ -183,6 +187,14 @@ MANIFEST_FIELDS: dict[str, Field] = {
     "sinks.ks": Field("list[int]", ge=1),
     "sinks.eps": Field("float", gt=0, lt=1),
     "sinks.file": Field("str"),
+    "retrieval": Field("object", null=True),  # `gammalens measure --retrieval`: the echo / induction pass
+    "retrieval.length": Field("int", ge=2),
+    "retrieval.sequences": Field("int", ge=1),
+    "retrieval.skip": Field("int", ge=0),
+    "retrieval.seed": Field("int", ge=0, null=True),
+    "retrieval.prefix_len": Field("int", ge=0),
+    "retrieval.far_distance": Field("int", ge=0),
+    "retrieval.sha256": Field("str"),
 }
 
 # fits.csv: bounds and labels of the typed columns (FIT_COLUMNS gives each column's type)
@@ -195,6 +207,9 @@ FIT_CHECKS: dict[str, Field] = {
     "sink_mass": Field("float", ge=0),
     "phase": Field("str", choices=("A", "B", "boundary", "undetermined")),
     "preferred_model": Field("str", choices=("power_law", "exponential", "power_law_cutoff")),
+    "echo": Field("float", ge=0, le=1),
+    "induction": Field("float", ge=0, le=1),
+    "far_mass": Field("float", ge=0, le=1),
 }
 
 
