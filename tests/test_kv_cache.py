@@ -118,9 +118,9 @@ def test_chunked_prefill_matches_the_reference_and_bounds_memory(model):
     with gamma_window_attention(model, cache):
         last = prefill(model, ids, cache, chunk=16)
     assert torch.allclose(last, ref, atol=1e-5, rtol=0)
-    # bytes: keys + values (B=1, head_dim 16, fp32) of sinks + W_h slots per head, plus int64 slot positions
+    # bytes: keys + values (B=1, head_dim 16, fp32) of sinks + W_h slots per head, and nothing else
     slots = sum(sinks + w for layer in windows for w in layer)
-    assert cache.nbytes() == slots * (2 * 16 * 4 + 8)
+    assert cache.nbytes() == slots * 2 * 16 * 4
     assert cache.held_tokens().tolist() == [[sinks + w for w in layer] for layer in windows]
 
 
@@ -128,7 +128,7 @@ def test_bytes_grow_in_blocks_and_stay_bounded_during_generation(model):
     windows, sinks, block = [[20, 50], [3, 33]], 1, 16
     cache = GammaWindowCache(windows, sinks=sinks, block=block)
     ids = torch.randint(0, 97, (1, 10))
-    per_slot = 2 * 16 * 4 + 8
+    per_slot = 2 * 16 * 4  # fp32 keys + values of head_dim 16: nothing else is stored
     with torch.no_grad(), gamma_window_attention(model, cache):
         model(ids, **cache_kwargs(model, cache), use_cache=True)
         expect = sum(min(sinks + w, 16) for layer in windows for w in layer)  # 10 tokens → one 16-token block

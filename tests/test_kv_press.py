@@ -111,24 +111,34 @@ def test_press_refuses_a_different_model(tiny):
 
 def test_miniature_head_to_head(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
+    import numpy as np
+
     from run_fixtures import write_run
 
-    run = write_run(tmp_path, model_id="gammalens-tiny", n_layers=4, n_heads=4, context=128)
+    rng = np.random.default_rng(0)  # retrieval columns, so that the hybrid policies run too
+    scores = {c: rng.uniform(0, 0.3, (4, 4)) for c in ("echo", "induction", "far_mass")}
+    run = write_run(tmp_path, model_id="gammalens-tiny", n_layers=4, n_heads=4, context=128, extra_columns=scores)
     path = Path(__file__).parents[1] / "benchmarks" / "kv" / "head_to_head.py"
     spec = importlib.util.spec_from_file_location("kv_head_to_head", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "h2h.csv"
     argv = ["--model", "gammalens-tiny", "--run", str(run), "--out", str(out), "--contexts", "160",
-            "--nll-context", "160", "--ratios", "0.5", "--samples", "1", "--tasks", "passkey,nll", "--duo-len", "64",
+            "--nll-context", "160", "--ratios", "0.5", "--nll-samples", "1", "--passkey-seeds", "1",
+            "--multikey-samples", "0", "--qa-seeds", "0", "--tasks", "passkey,nll", "--duo-len", "64",
             "--passkey-depths", "0.5"]
     mod.main(argv)
     rows = list(csv.DictReader(out.open()))
     policies = {r["policy"] for r in rows}
-    assert {"full", "gamma_budget", "streaming_llm", "snapkv", "expected_attention", "knorm"} <= policies
+    assert {"full", "gamma_budget", "hybrid_s0.5", "hybrid_far_s0.5", "hybrid_random_s0.5", "streaming_llm",
+            "snapkv", "expected_attention", "knorm", "tova"} <= policies
+    full_bytes = {r["task"]: int(r["held_bytes"]) for r in rows if r["policy"] == "full"}
     for r in rows:
-        if r["policy"] == "gamma_budget":  # the budget counts sinks and windows: ≤ (1 − r) of the full cache
-            assert int(r["kept_tokens"]) <= 0.5 * int(r["full_tokens"])
+        if r["policy"].startswith(("gamma_budget", "hybrid")):
+            # the budget counts sinks and windows: ≤ (1 − r) of the full cache, in tokens held and in bytes
+            # read off the GammaWindowCache's tensors (keys + values, as the full DynamicCache)
+            assert int(r["held_tokens"]) <= 0.5 * int(r["full_tokens"])
+            assert int(r["held_bytes"]) <= 0.5 * full_bytes[r["task"]]
         if r["policy"] == "full":
             assert int(r["kept_tokens"]) == int(r["full_tokens"])
     n_rows = len(rows)

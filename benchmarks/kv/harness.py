@@ -70,6 +70,29 @@ def apply_press(model: Any, press: Any, cap: Captured) -> Any:
     return cache
 
 
+def window_cache(model: Any, plan: Any, cap: Captured) -> Any:
+    """The :class:`~gammalens.kv.cache.GammaWindowCache` of ``plan`` after the captured prefill.
+
+    Every layer's keys and values go in through ``update`` in one call, as a one-chunk prefill with full
+    attention would put them (kvpress's setting: the prefill attends to everything, the cache is what is
+    left); what it holds is real storage: sinks + each head's window, bytes on its tensors.
+    """
+    from gammalens.kv.cache import GammaWindowCache
+
+    cache = GammaWindowCache.from_plan(plan, model, block=256)
+    for i, (_hs, k, v, _kw) in enumerate(cap.layers):
+        cache.layers[i].update(k, v)
+    return cache
+
+
+def window_cache_stats(cache: Any, n: int) -> dict[str, float]:
+    """Bytes held by a GammaWindowCache's tensors (keys, values, slot positions) and its tokens."""
+    held = int(cache.held_tokens().sum())
+    full = n * sum(len(layer.window) for layer in cache.layers) * cache.layers[0].keys.shape[0]
+    return {"held_bytes": cache.nbytes(), "held_tokens": held, "kept_tokens": held, "full_tokens": full,
+            "kept_fraction": held / full}
+
+
 def _exact_masked_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """SDPA over [compressed context, new tokens] with each press's per-head masked keys removed exactly.
 
@@ -134,8 +157,10 @@ def continuation_nll(model: Any, cache: Any, n: int, cont: torch.Tensor) -> floa
 
 
 def generate(model: Any, cache: Any, n: int, question: torch.Tensor, max_new_tokens: int,
-             eos: int | None = None) -> tuple[list[int], float]:
-    """Greedy answer after the question (kvpress pipeline's loop); returns (ids, seconds per output token)."""
+             eos: int | None = None, done: Any = None) -> tuple[list[int], float]:
+    """Greedy answer after the question (kvpress pipeline's loop); returns (ids, seconds per output token).
+
+    ``done(ids) -> bool`` stops early once the answer is complete (the score cannot change after it)."""
     pos = torch.arange(n, n + question.shape[1]).unsqueeze(0)
     out_ids: list[int] = []
     with torch.no_grad():
@@ -148,7 +173,7 @@ def generate(model: Any, cache: Any, n: int, question: torch.Tensor, max_new_tok
             logits = model(torch.tensor([[nxt]]), past_key_values=cache, position_ids=torch.tensor([[p + i]])).logits
             nxt = int(logits[0, -1].argmax())
             out_ids.append(nxt)
-            if eos is not None and nxt == eos:
+            if (eos is not None and nxt == eos) or (done is not None and done(out_ids)):
                 break
         steps = max(1, len(out_ids) - 1)
     return out_ids, (time.perf_counter() - t0) / steps

@@ -1,9 +1,16 @@
-"""Tables and Pareto plots (quality vs real KV bytes) from the head-to-head CSV (docs/kv.md).
+"""Tables, verdict inputs and Pareto plots (quality vs real KV bytes) from head-to-head CSVs (docs/kv.md).
 
-    .venv/bin/python benchmarks/kv/summarize.py docs/kv_head_to_head.csv [more.csv …] --out docs
+    .venv/bin/python benchmarks/kv/summarize.py docs/kv_hybrid_smollm2.csv docs/kv_hybrid_qwen2.5-coder-0.5b.csv \\
+        --out docs --name kv_hybrid
 
-writes ``docs/kv_results.md`` (one table per task: mean score with a 95% interval, the paired difference
-from the full cache on the same samples with its 95% interval, kept fraction, real MiB held, decode ms/token) and ``docs/kv_pareto_<task>.svg``.
+writes ``docs/<name>_results.md`` and ``docs/<name>_pareto_<model>_<task>.svg``. One table per (model, task,
+query-aware or not, context) and one per (model, task) over all contexts. Every policy is a row of every table
+(a dash where it was not run). Per row: n instances, the score with a 95% interval (Wilson for accuracy; a
+bootstrap over instances for NLL), the paired difference from the full cache on the same instances with a 95%
+bootstrap interval, tokens kept and **bytes really held** (MiB in per-context tables; % of the full cache's bytes
+when contexts are pooled, so that a policy run only at long contexts is not made to look bigger than the full
+cache), retrieval heads of the hybrid, and decode ms per token. A task whose full cache scores below
+``--rank-floor`` (0.9) is reported but flagged *not ranked*.
 """
 
 from __future__ import annotations
@@ -12,94 +19,154 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-COLORS = {"full": "#000000", "gamma_budget": "#d62728", "gamma_eps": "#ff7f0e", "streaming_llm": "#1f77b4",
-          "snapkv": "#2ca02c", "expected_attention": "#9467bd", "adakv_expected_attention": "#8c564b",
-          "duo_attention": "#e377c2", "tova": "#17becf", "knorm": "#bcbd22", "random": "#7f7f7f"}
+POLICIES = ["full", "gamma_budget", "gamma_eps0.05", "gamma_eps0.2", "hybrid_s0.5", "hybrid_s0.8",
+            "hybrid_far_s0.5", "hybrid_random_s0.5", "streaming_llm", "snapkv", "expected_attention",
+            "adakv_expected_attention", "duo_attention", "tova", "knorm", "random"]
+COLORS = {"full": "#000000", "gamma_budget": "#d62728", "gamma_eps": "#ff7f0e", "hybrid": "#e6550d",
+          "hybrid_ablation": "#fdae6b", "streaming_llm": "#1f77b4", "snapkv": "#2ca02c",
+          "expected_attention": "#9467bd", "adakv_expected_attention": "#8c564b", "duo_attention": "#e377c2",
+          "tova": "#17becf", "knorm": "#bcbd22", "random": "#7f7f7f"}
+KEY = ["context", "sample", "depth"]
+BOOT = 2000
 
 
 def family(policy: str) -> str:
-    return "gamma_eps" if policy.startswith("gamma_eps") else policy
+    if policy.startswith("gamma_eps"):
+        return "gamma_eps"
+    if policy.startswith(("hybrid_far", "hybrid_random")):
+        return "hybrid_ablation"
+    return "hybrid" if policy.startswith("hybrid") else policy
 
 
-def interval(scores: pd.Series, binary: bool) -> tuple[float, float, float]:
-    """Mean and a 95% interval: Wilson for 0/1 scores, mean ± 1.96·s/√n otherwise."""
-    n, m = len(scores), float(scores.mean())
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of k successes in n trials."""
     if n == 0:
-        return math.nan, math.nan, math.nan
-    if binary:
-        z = 1.96
-        centre = (m + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(m * (1 - m) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return m, centre - half, centre + half
-    s = float(scores.std(ddof=1)) if n > 1 else math.nan
-    return m, m - 1.96 * s / math.sqrt(n), m + 1.96 * s / math.sqrt(n)
+        return math.nan, math.nan
+    m = k / n
+    centre = (m + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(m * (1 - m) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
-def table(df: pd.DataFrame) -> pd.DataFrame:
-    rows = []
+def bootstrap(x: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of x (instances resampled with replacement)."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, len(x), (BOOT, len(x)))
+    means = x[idx].mean(1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def table(df: pd.DataFrame, pooled: bool) -> pd.DataFrame:
+    """One row per (policy, ratio) of ``df`` (one model, task, query-aware setting; one or several contexts)."""
     binary = df["task"].iloc[0] != "nll"
-    key = ["context", "sample", "depth"]
-    full = df[df["policy"] == "full"].set_index(key)["score"]
-    for (policy, ratio), g in df.groupby(["policy", "ratio"], sort=False):
-        m, lo, hi = interval(g["score"], binary)
-        delta = g.set_index(key)["score"] - full.reindex(g.set_index(key).index)
-        dm, dlo, dhi = interval(delta.dropna(), False)
-        rows.append({"policy": policy, "ratio": ratio, "n": len(g), "score": m, "ci_low": lo, "ci_high": hi,
-                     "delta_vs_full": dm, "delta_ci_low": dlo, "delta_ci_high": dhi,
-                     "kept_fraction": g["kept_fraction"].mean(), "held_MiB": g["held_bytes"].mean() / 2**20,
-                     # what GammaWindowCache holds for the same windows: only the kept (unmasked) tokens
-                     "gamma_cache_MiB": (g["kept_tokens"] * g["held_bytes"] / g["held_tokens"]).mean() / 2**20
-                     if policy.startswith("gamma") else math.nan,
-                     "decode_ms": 1000 * g["decode_s_per_token"].mean() if g["decode_s_per_token"].notna().any()
-                     else math.nan})
-    return pd.DataFrame(rows).sort_values(["ratio", "score"], ascending=[True, not binary])
+    full = df[df["policy"] == "full"].set_index(KEY)
+    full_bytes = full["held_bytes"]
+    rows = []
+    ratios = sorted(r for r in df["ratio"].unique() if r > 0 and not _is_eps_ratio(df, r))
+    for policy in POLICIES + sorted(set(df["policy"]) - set(POLICIES)):
+        g_all = df[df["policy"] == policy]
+        pairs = [(policy, r, g) for r, g in g_all.groupby("ratio")] if len(g_all) else []
+        if not pairs:
+            for r in ([0.0] if policy == "full" or policy.startswith("gamma_eps") else ratios):
+                rows.append({"policy": policy, "ratio": r, "n": 0})
+            continue
+        for _policy, ratio, g in pairs:
+            s = g["score"].to_numpy(float)
+            lo, hi = wilson(s.sum(), len(s)) if binary else bootstrap(s)
+            gi = g.set_index(KEY)
+            delta = (gi["score"] - full["score"].reindex(gi.index)).dropna().to_numpy(float)
+            dlo, dhi = bootstrap(delta, seed=1)
+            frac = (gi["held_bytes"] / full_bytes.reindex(gi.index)).mean()
+            row = {"policy": policy, "ratio": ratio, "n": len(g), "score": s.mean(), "ci_low": lo, "ci_high": hi,
+                   "delta_vs_full": delta.mean() if len(delta) else math.nan, "delta_ci_low": dlo,
+                   "delta_ci_high": dhi, "kept_tokens_%": 100 * g["kept_fraction"].mean(),
+                   "held_bytes_%": 100 * frac}
+            if not pooled:
+                row["held_MiB"] = g["held_bytes"].mean() / 2**20
+            row["retrieval_heads"] = g["retrieval_heads"].mean() if "retrieval_heads" in g else math.nan
+            row["decode_ms"] = 1000 * g["decode_s_per_token"].mean() if g["decode_s_per_token"].notna().any() \
+                else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _is_eps_ratio(df: pd.DataFrame, r: float) -> bool:
+    return bool(df[(df["ratio"] == r)]["policy"].str.startswith("gamma_eps").all())
 
 
 def markdown(t: pd.DataFrame) -> str:
-    """A Markdown table (no tabulate dependency); floats to 4 significant digits."""
+    """A Markdown table (no tabulate dependency); floats to 4 significant digits, a dash where not run."""
     def cell(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else f"{v:.4g}"
+        return str(v)
 
-    head = "| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns)
-    return head + "\n" + "\n".join("| " + " | ".join(cell(v) for v in row) + " |" for row in t.itertuples(index=False))
-
-
-def matrix(t: pd.DataFrame) -> str:
-    """Policies × ratios, each cell the mean score (the ε plans and the full cache on their own rows)."""
-    fixed = t[~t["policy"].str.startswith("gamma_eps") & (t["policy"] != "full")]
-    ratios = sorted(fixed["ratio"].unique())
-    head = "| policy | " + " | ".join(f"r = {r:g}" for r in ratios) + " |\n|---|" + "---|" * len(ratios)
+    cols = list(t.columns)
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
     body = []
-    for policy, g in fixed.groupby("policy", sort=False):
-        cells = {r: f"{v:.3g}" for r, v in zip(g["ratio"], g["score"], strict=True)}
-        body.append(f"| {policy} | " + " | ".join(cells.get(r, "—") for r in ratios) + " |")
-    for _, row in t[t["policy"].str.startswith("gamma_eps") | (t["policy"] == "full")].iterrows():
-        body.append(f"| {row['policy']} (r = {row['ratio']:.2f}) | {row['score']:.3g} |" + " |" * (len(ratios) - 1))
-    return head + "\n" + "\n".join(sorted(body, key=lambda b: (not b.startswith("| full"), b)))
+    for row in t.itertuples(index=False):
+        cells = [cell(v) for v in row]
+        if row.n == 0:
+            cells = [cells[0], cells[1], "0"] + ["—"] * (len(cols) - 3)
+        body.append("| " + " | ".join(cells) + " |")
+    return head + "\n" + "\n".join(body)
+
+
+def best_press(t: pd.DataFrame, ratio: float, binary: bool) -> pd.Series | None:
+    """The best kvpress policy at ``ratio`` (highest accuracy / lowest NLL) among the rows that ran."""
+    ours = t["policy"].str.startswith(("gamma", "hybrid")) | (t["policy"] == "full")
+    cand = t[~ours & (t["ratio"] == ratio) & (t["n"] > 0)]
+    if cand.empty:
+        return None
+    return cand.sort_values("score", ascending=not binary).iloc[0]
+
+
+def verdict(t: pd.DataFrame, binary: bool) -> list[str]:
+    """One line per ratio: the hybrid (share 0.5 and 0.8) against the best press at that ratio."""
+    out = []
+    for ratio in sorted(r for r in t["ratio"].unique() if r in (0.25, 0.5, 0.75, 0.875)):
+        bp = best_press(t, ratio, binary)
+        if bp is None:
+            continue
+        for name in ("hybrid_s0.5", "hybrid_s0.8", "gamma_budget"):
+            h = t[(t["policy"] == name) & (t["ratio"] == ratio) & (t["n"] > 0)]
+            if h.empty:
+                continue
+            h = h.iloc[0]
+            better = h["score"] >= bp["score"] if binary else h["score"] <= bp["score"]
+            out.append(f"- r = {ratio:g}: {name} {h['score']:.4g} [{h['ci_low']:.3g}, {h['ci_high']:.3g}] at "
+                       f"{h['held_bytes_%']:.1f}% of the full bytes vs the best press {bp['policy']} "
+                       f"{bp['score']:.4g} [{bp['ci_low']:.3g}, {bp['ci_high']:.3g}] at {bp['held_bytes_%']:.1f}%: "
+                       f"{'≥' if better else '<'} the best press{'' if binary else ' (NLL: lower is better)'}")
+    return out
 
 
 def pareto_svg(t: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
     from gammalens.report.svg import Plot, Scale
 
-    t = t.assign(held_MiB=t["gamma_cache_MiB"].fillna(t["held_MiB"]))  # γ policies: the bytes their cache holds
-    xs = t["held_MiB"].tolist()
-    ys = t["score"].tolist()
+    t = t[t["n"] > 0]
+    xs, ys = t["held_bytes_%"].tolist(), t["score"].tolist()
     lo_y, hi_y = min(ys), max(ys)
     pad = 0.05 * (hi_y - lo_y or 1.0)
-    plot = Plot("kv", 720, 420, x=Scale(0, max(xs) * 1.05), y=Scale(lo_y - pad, hi_y + pad),
-                xlabel="real KV bytes held after the prefill (MiB, fp32; γ: GammaWindowCache)", ylabel=ylabel, title=title)
-    for fam, g in t.assign(fam=t["policy"].map(family)).groupby("fam"):
-        g = g.sort_values("held_MiB")
+    plot = Plot("kv", 720, 420, x=Scale(0, max(105.0, max(xs) * 1.05)), y=Scale(lo_y - pad, hi_y + pad),
+                xlabel="real KV bytes held after the prefill (% of the full cache)", ylabel=ylabel, title=title)
+    fams = list(dict.fromkeys(t["policy"].map(family)))
+    for fam in fams:
+        g = t[t["policy"].map(family) == fam].sort_values("held_bytes_%")
         color = COLORS.get(fam, "#444")
-        plot.line(g["held_MiB"].tolist(), g["score"].tolist(), stroke=color, width=1.2, opacity=0.7)
-        plot.markers(g["held_MiB"].tolist(), g["score"].tolist(), fill=color, size=4,
+        plot.line(g["held_bytes_%"].tolist(), g["score"].tolist(), stroke=color, width=1.2, opacity=0.7)
+        plot.markers(g["held_bytes_%"].tolist(), g["score"].tolist(), fill=color, size=4,
                      titles=[f"{p} r={r}: {s:.3f}" for p, r, s in zip(g["policy"], g["ratio"], g["score"], strict=True)])
-    for i, fam in enumerate(dict.fromkeys(t["policy"].map(family))):
-        plot.label(max(xs) * 0.78, hi_y + pad - (i + 1) * (hi_y - lo_y + 2 * pad) / 16, fam, size=10)
-        plot.markers([max(xs) * 0.76], [hi_y + pad - (i + 1) * (hi_y - lo_y + 2 * pad) / 16 + 0.004 * (hi_y - lo_y)],
-                     fill=COLORS.get(fam, "#444"), size=4)
+    step = (hi_y - lo_y + 2 * pad) / 18
+    for i, fam in enumerate(fams):
+        y = hi_y + pad - (i + 1) * step
+        plot.label(86, y, fam, size=10)
+        plot.markers([84], [y + 0.004 * (hi_y - lo_y)], fill=COLORS.get(fam, "#444"), size=4)
     path.write_text(plot.render())
 
 
@@ -107,31 +174,53 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("csv", type=Path, nargs="+")
     ap.add_argument("--out", type=Path, default=Path("docs"))
+    ap.add_argument("--name", default="kv_hybrid", help="prefix of the written files")
+    ap.add_argument("--rank-floor", type=float, default=0.9, help="full-cache accuracy below which a task is not ranked")
     args = ap.parse_args(argv)
-    df = pd.concat([pd.read_csv(p) for p in args.csv], ignore_index=True)
-    df = df.drop_duplicates(["task", "context", "sample", "depth", "query_aware", "policy", "ratio"])
+    frames = []
+    for p in args.csv:
+        d = pd.read_csv(p)
+        if "model" not in d:
+            d["model"] = "smollm2"
+        if "retrieval_heads" not in d:
+            d["retrieval_heads"] = np.nan
+        frames.append(d)
+    df = pd.concat(frames, ignore_index=True)
+    df["depth"] = df["depth"].fillna(-1)
+    df = df.drop_duplicates(["model", "task", "context", "sample", "depth", "query_aware", "policy", "ratio"])
+    eps = df["policy"].str.startswith("gamma_eps")  # ε plans reach their own ratio at each context: its mean
+    df.loc[eps, "ratio"] = df[eps].groupby(["model", "policy"])["ratio"].transform("mean").round(3)
     args.out.mkdir(parents=True, exist_ok=True)
-    lines = ["# KV head-to-head: results tables (generated by benchmarks/kv/summarize.py)", ""]
-    # ε plans reach slightly different ratios at each context: one row per plan, at its mean ratio
-    eps = df["policy"].str.startswith("gamma_eps")
-    df.loc[eps, "ratio"] = df[eps].groupby("policy")["ratio"].transform("mean").round(3)
-    groups = [((task, qa, "all"), d) for (task, qa), d in df.groupby(["task", "query_aware"])]
-    groups += [((task, qa, c), d) for (task, qa, c), d in df.groupby(["task", "query_aware", "context"])
-               if df[(df["task"] == task) & (df["query_aware"] == qa)]["context"].nunique() > 1]
-    for (task, qa, ctx), d in groups:
-        name = f"{task}{'_query_aware' if qa else ''}{'' if ctx == 'all' else f'_{ctx}'}"
-        t = table(d)
-        what = "mean NLL of the next 256 tokens (nats; lower is better)" if task == "nll" else "accuracy"
-        contexts = ", ".join(str(c) for c in sorted(d["context"].unique()))
-        n_inst = int((d["policy"] == "full").sum())
-        lines += [f"## {name} — {what}; contexts {contexts}; {n_inst} instances (samples × needle depths); "
-                  "95% intervals: Wilson for accuracy, normal for NLL and for paired differences", "",
-                  matrix(t), "", markdown(t), ""]
-        if ctx == "all":
-            pareto_svg(t, f"{name}: quality vs real KV bytes", "NLL (nats)" if task == "nll" else "accuracy",
-                       args.out / f"kv_pareto_{name}.svg")
-    (args.out / "kv_results.md").write_text("\n".join(lines) + "\n")
-    print(args.out / "kv_results.md")
+    lines = [f"# KV head-to-head: results tables (generated by benchmarks/kv/summarize.py from "
+             f"{', '.join(p.name for p in args.csv)})", ""]
+    for (model, task, qa), d in df.groupby(["model", "task", "query_aware"], sort=False):
+        binary = task != "nll"
+        name = f"{task}{'_query_aware' if qa else ''}"
+        what = "mean NLL of the next 256 tokens (nats; lower is better)" if not binary else "accuracy"
+        contexts = sorted(d["context"].unique())
+        full_score = d[d["policy"] == "full"]["score"].mean()
+        ranked = not binary or full_score >= args.rank_floor
+        setting = "query-aware (the question is in the compressed prefill)" if qa else "query-agnostic"
+        lines += [f"## {model} · {name} — {what}; {setting}", ""]
+        if not ranked:
+            lines += [f"**Not ranked**: the full cache scores {full_score:.3f} < {args.rank_floor} on this task.", ""]
+        for ctx in ([*contexts, None] if len(contexts) > 1 else contexts):
+            sub = d if ctx is None else d[d["context"] == ctx]
+            t = table(sub, pooled=ctx is None)
+            n_inst = int((sub["policy"] == "full").sum())
+            label = f"all contexts ({', '.join(map(str, contexts))})" if ctx is None else f"context {ctx}"
+            lines += [f"### {model} · {name} · {label} — {n_inst} instances", "", markdown(t), ""]
+            if ranked:
+                v = verdict(t, binary)
+                if v:
+                    lines += ["Hybrid vs the best press at equal ratio:", "", *v, ""]
+            if ctx is None or len(contexts) == 1:
+                pareto_svg(t, f"{model} · {name}: quality vs real KV bytes",
+                           "NLL (nats)" if not binary else "accuracy",
+                           args.out / f"{args.name}_pareto_{model}_{name}.svg")
+    path = args.out / f"{args.name}_results.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(path)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``gammalens kv``: plan (the KV plan from a run: table on stdout, JSON with ``--json``).
+"""``gammalens kv``: plan (the KV plan from a run: table on stdout, JSON with ``--json``; ``--policy hybrid``
+gives the measured retrieval heads every key).
 
 Flags are checked before the run is read: the counts and sizes by their options' ranges, ε / budget / ratio by
 :class:`~gammalens.kv.plan.PlanConfig`, and the two modes exclude each other (:func:`~gammalens.cli.options.exclusive`).
@@ -37,15 +38,25 @@ def plan(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON (usable by "
                                                    "GammaWindowCache.from_plan and GammaWindowPress.from_plan).")] = None,
     rows: Annotated[int, typer.Option("--rows", min=0, help="KV heads shown in the table (0: all).")] = 0,
+    policy: Annotated[str, typer.Option("--policy", help="gamma: a γ window for every KV head; hybrid: the measured "
+                                        "retrieval heads keep every key, the others get γ windows from the rest of "
+                                        "the budget (needs --budget or --ratio and a run measured with "
+                                        "--retrieval).")] = "gamma",
+    retrieval_share: Annotated[float, typer.Option("--retrieval-share", help="Hybrid: share of the budget, in "
+                                                   "[0, 1], offered to retrieval heads (each holds T tokens).")] = 0.5,
+    retrieval_by: Annotated[str, typer.Option("--retrieval-by", help="Hybrid: rank retrieval heads by score (echo + "
+                                              "induction), far_mass or random (the ablations).")] = "score",
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Hybrid with --retrieval-by random: the draw.")] = 0,
 ) -> None:
-    """Per-(layer, KV head) windows from RUN_DIR's exact profiles: ε mode, or a budget by water-filling."""
+    """Per-(layer, KV head) windows from RUN_DIR's exact profiles: ε mode, a budget by water-filling, or the hybrid."""
     from gammalens.kv.console import print_plan
     from gammalens.kv.plan import PlanConfig, plan_run
 
     exclusive({"eps": eps, "budget": budget, "ratio": ratio}, "eps", "budget", "ratio",
               why="--eps makes an ε plan, --budget and --ratio a budget plan")
     config = PlanConfig(eps=DEFAULT_EPS if eps is None else eps, budget=budget, ratio=ratio, context=context,
-                        dtype=dtype)
+                        dtype=dtype, policy=policy, retrieval_share=retrieval_share,
+                        retrieval_by=retrieval_by.replace("-", "_"), seed=seed)
     result = plan_run(run_dir, config)
     print_plan(result, rows=rows)
     if json_path is not None:

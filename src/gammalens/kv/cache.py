@@ -3,8 +3,9 @@
 Storage is one flat buffer per layer, ``keys`` / ``values`` of shape (batch, Σ_h C_h, head_dim) with
 C_h = sinks + W_h slots for KV head h: real bytes, not a mask over a full cache. The first ``sinks`` slots
 of a head hold positions 0..sinks−1; the other W_h slots are a ring buffer (position p lives in slot
-sinks + (p − sinks) mod W_h). Buffers grow in blocks up to C_h, so a short sequence never reserves a long
-window, and then stay fixed: memory is bounded over unbounded generation.
+sinks + (p − sinks) mod W_h), so a slot's position follows from the tokens seen and is not stored: the cache
+holds keys and values only, as a DynamicCache does. Buffers grow in blocks up to C_h, so a short sequence never
+reserves a long window, and then stay fixed: memory is bounded over unbounded generation.
 
 ``update`` returns, for the attention of the new tokens, every head's held slots followed by the new
 tokens, padded to the longest head (a per-layer temporary), and records which (head, query, key) pairs are
@@ -71,7 +72,6 @@ class GammaWindowLayer(CacheLayerMixin):
         self.cap = torch.zeros(n_kv, dtype=torch.long, device=self.device)  # (Hkv,) slots allocated
         self.keys = key_states.new_zeros(b, 0, d)  # (B, Σ cap, d)
         self.values = value_states.new_zeros(b, 0, value_states.shape[-1])
-        self.slot_pos = torch.zeros(0, dtype=torch.long, device=self.device)  # (Σ cap,) position, −1 empty
         self.is_initialized = True
 
     @property
@@ -90,13 +90,26 @@ class GammaWindowLayer(CacheLayerMixin):
         b, d, dv = self.keys.shape[0], self.keys.shape[-1], self.values.shape[-1]
         keys = self.keys.new_zeros(b, total, d)
         values = self.values.new_zeros(b, total, dv)
-        slot_pos = torch.full((total,), -1, dtype=torch.long, device=self.device)
         for h in range(len(self.cap)):  # copy each head's slots to its new region (same slot indices)
             c, o, n = int(self.cap[h]), int(old_off[h]), int(new_off[h])
             keys[:, n:n + c] = self.keys[:, o:o + c]
             values[:, n:n + c] = self.values[:, o:o + c]
-            slot_pos[n:n + c] = self.slot_pos[o:o + c]
-        self.keys, self.values, self.slot_pos, self.cap = keys, values, slot_pos, new_cap
+        self.keys, self.values, self.cap = keys, values, new_cap
+
+    def slot_positions(self, cmax: int) -> torch.Tensor:
+        """(Hkv, cmax) position held in each head's slot j after ``seen`` tokens; −1 where empty.
+
+        Sink slot j < sinks holds position j; ring slot sinks + r holds the one position p among the last W_h
+        non-sink tokens with (p − sinks) mod W_h = r: p = seen − 1 − ((seen − 1 − sinks − r) mod W_h), held
+        if r < min(W_h, seen − sinks).
+        """
+        j = torch.arange(cmax, device=self.device)[None, :]
+        w, s, seen = self.window[:, None], self.sinks, self.seen
+        r = j - s
+        ring = seen - 1 - torch.remainder(seen - 1 - s - r, w)
+        pos = torch.where(j < s, j, ring)
+        held = torch.where(j < s, j < seen, (r < w) & (r < seen - s)) & (j < self.cap[:, None])
+        return torch.where(held, pos, -1)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +124,7 @@ class GammaWindowLayer(CacheLayerMixin):
         j = torch.arange(cmax, device=dev)
         held = j[None, :] < self.cap[:, None]  # (Hkv, Cmax)
         idx = torch.where(held, self.offsets[:, None] + j[None, :], 0)
-        kpos_old = torch.where(held, self.slot_pos[idx] if len(self.slot_pos) else -1, -1)  # (Hkv, Cmax)
+        kpos_old = self.slot_positions(cmax)  # (Hkv, Cmax)
         k_old = self.keys[:, idx.reshape(-1)].view(b, n_kv, cmax, d)
         v_old = self.values[:, idx.reshape(-1)].view(b, n_kv, cmax, self.values.shape[-1])
         k_all = torch.cat([k_old, key_states], dim=2)  # (B, Hkv, Cmax + q, d)
@@ -129,7 +142,6 @@ class GammaWindowLayer(CacheLayerMixin):
         dest = (self.offsets[:, None] + slot)[keep]
         self.keys[:, dest] = key_states.reshape(b, n_kv * q, d)[:, keep.reshape(-1)]
         self.values[:, dest] = value_states.reshape(b, n_kv * q, -1)[:, keep.reshape(-1)]
-        self.slot_pos[dest] = pos[keep]
         return k_all, v_all
 
     def visible(self) -> torch.Tensor:
@@ -168,10 +180,10 @@ class GammaWindowLayer(CacheLayerMixin):
         return torch.minimum(self.limit, torch.tensor(self.seen, device=self.device)).cpu()
 
     def nbytes(self) -> int:
-        """Bytes held by this layer's tensors (keys, values and slot positions)."""
+        """Bytes held by this layer's tensors (keys and values; slot positions are computed, not stored)."""
         if not self.is_initialized:
             return 0
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.slot_pos))
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.values))
 
     def reset(self) -> None:
         if self.is_initialized:

@@ -24,13 +24,18 @@ def print_plan(plan: Any, rows: int = 0, console: Any = None) -> None:
 
     d = plan.to_dict()
     mode = f"ε = {plan.eps:g}" if plan.mode == "eps" else "budget (water-filling)"
+    hybrid = plan.policy == "hybrid"
+    if hybrid:
+        mode = f"hybrid: retrieval heads by {plan.retrieval_by}, the rest by water-filling"
     table = Table(title=f"KV plan · {d['model']['id']} · {mode} · T = {plan.context} · sinks = {plan.sink_tokens}")
-    for col in ("layer", "KV head", "γ of its query heads", "window", "tokens", "lost mass (Σ q)", "max tail"):
+    cols = ("layer", "KV head", "γ of its query heads", "window", "tokens", "lost mass (Σ q)", "max tail")
+    for col in cols + (("retrieval",) if hybrid else ()):
         table.add_column(col, justify="left" if col.startswith("γ") else "right")
     heads = d["heads"] if rows <= 0 else d["heads"][:rows]
     for h in heads:
-        table.add_row(str(h["layer"]), str(h["kv_head"]), " ".join(f"{g:.2f}" for g in h["gamma"]), str(h["window"]), str(h["tokens"]),
-                      f"{h['lost']:.4f}", f"{h['tail_max']:.3f}")
+        cells = [str(h["layer"]), str(h["kv_head"]), " ".join(f"{g:.2f}" for g in h["gamma"]), str(h["window"]),
+                 str(h["tokens"]), f"{h['lost']:.4f}", f"{h['tail_max']:.3f}"]
+        table.add_row(*cells, *(["yes" if h["retrieval"] else ""] if hybrid else []))
     console = console or terminal.console()
     console.print(table)
     t = d["totals"]
@@ -38,3 +43,7 @@ def print_plan(plan: Any, rows: int = 0, console: Any = None) -> None:
                   f"{t['compression_ratio']:.1%}) · bytes {_bytes(t['bytes'])} of {_bytes(t['full_bytes'])} "
                   f"(keys+values, {plan.dtype_bytes:g} B/element, one sequence) · mean lost mass per query head "
                   f"{t['lost_mean']:.4f} · worst non-sink tail {t['tail_max']:.3f}")
+    if hybrid:
+        console.print(f"retrieval heads {t['retrieval_heads']} of {plan.window.size} KV heads, holding "
+                      f"{t['retrieval_tokens_share']:.1%} of the tokens (all {plan.context} of the target context "
+                      "each)")

@@ -12,6 +12,15 @@ Every KV head keeps its ``sink_tokens`` first tokens and its last ``window`` tok
   (1 − sink mass)·tail (water-filling, :mod:`gammalens.kv.allocate`). A KV head's loss is the sum over
   its query heads: the GQA rule in this mode is mass-weighted by construction.
 
+- **hybrid policy** (``--policy hybrid``, budget mode) — the retrieval heads a run measured
+  (``gammalens measure --retrieval``: echo and induction attention on repeated random tokens, docs/retrieval.md)
+  keep every key of the target context; every other KV head gets sinks + a γ window by the same water-filling
+  over what is left. ``retrieval_share`` is the share of the budget offered to retrieval heads: k =
+  ⌊share · budget / T⌋ KV heads, the highest-scoring first (a KV head scores the max over its query heads of
+  echo + induction; ``retrieval_by='far_mass'`` ranks by the far mass instead, ``'random'`` at random: the
+  ablation). A retrieval head's window is T − sinks: it holds the whole target context, and beyond T it
+  becomes a T-token window, so memory stays bounded over unbounded decoding.
+
 Budgets count every token a head holds: sinks plus window. Bytes are keys + values of every held token.
 """
 
@@ -20,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +40,9 @@ from gammalens.kv.allocate import allocate
 from gammalens.kv.tails import HeadTails, KVError, head_tails
 from gammalens.runs.reader import read_fits_csv, read_manifest
 
-FORMAT = "gammalens.kvplan/1"
+FORMAT = "gammalens.kvplan/1"  # the hybrid's fields are optional: its windows alone define the cache
+POLICIES = ("gamma", "hybrid")
+RANKINGS = ("score", "far_mass", "random")
 
 
 @dataclass
@@ -50,6 +61,14 @@ class PlanConfig:
         Target context T (tokens); None: the run's measured context.
     dtype : str
         Element type of the served cache, for the byte totals (``'bf16'``, ``'fp32'``, …).
+    policy : str
+        ``'gamma'`` (every head a γ window) or ``'hybrid'`` (retrieval heads keep all keys; budget mode only).
+    retrieval_share : float
+        Hybrid: share of the budget, in [0, 1], offered to retrieval heads (each costs T tokens).
+    retrieval_by : str
+        Hybrid: how retrieval heads are ranked: ``'score'`` (echo + induction), ``'far_mass'``, ``'random'``.
+    seed : int
+        Hybrid with ``retrieval_by='random'``: the draw.
     """
 
     eps: float = 0.05
@@ -57,6 +76,10 @@ class PlanConfig:
     ratio: float | None = None
     context: int | None = None
     dtype: str = "bf16"
+    policy: str = "gamma"
+    retrieval_share: float = 0.5
+    retrieval_by: str = "score"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.eps, (int, float)) and 0.0 < self.eps < 1.0):
@@ -69,6 +92,15 @@ class PlanConfig:
             raise KVError(f"--budget must be a positive number of tokens (got {self.budget})")
         if self.context is not None and self.context < 2:
             raise KVError(f"--context must be at least 2 tokens (got {self.context})")
+        if self.policy not in POLICIES:
+            raise KVError(f"--policy must be one of {', '.join(POLICIES)} (got {self.policy!r})")
+        if self.retrieval_by not in RANKINGS:
+            raise KVError(f"--retrieval-by must be one of {', '.join(RANKINGS)} (got {self.retrieval_by!r})")
+        if not (isinstance(self.retrieval_share, (int, float)) and 0.0 <= self.retrieval_share <= 1.0):
+            raise KVError(f"--retrieval-share must lie in [0, 1]: the share of the budget offered to retrieval "
+                          f"heads (got {self.retrieval_share})")
+        if self.policy == "hybrid" and self.mode != "budget":
+            raise KVError("--policy hybrid splits a budget: pass --budget (tokens) or --ratio (compression)")
 
     @property
     def mode(self) -> str:
@@ -103,6 +135,12 @@ class KVPlan:
         Fraction of non-sink mass outside the window at T (0–1).
     dtype_bytes : float
         Bytes per cached element.
+    policy : str
+        ``'gamma'`` or ``'hybrid'``.
+    retrieval : np.ndarray, shape (L, Hkv), bool, or None
+        Hybrid: the KV heads that keep every key of the target context.
+    retrieval_by : str or None
+        Hybrid: how they were ranked (``'score'``, ``'far_mass'``, ``'random'``).
     """
 
     model: dict
@@ -116,6 +154,9 @@ class KVPlan:
     lost: np.ndarray
     tail: np.ndarray
     dtype_bytes: float
+    policy: str = "gamma"
+    retrieval: np.ndarray | None = field(default=None)
+    retrieval_by: str | None = None
 
     @property
     def tokens(self) -> np.ndarray:
@@ -131,10 +172,12 @@ class KVPlan:
         """Tokens and bytes against the full cache at T, one sequence; mean lost mass per query head."""
         tokens = int(self.tokens.sum())
         full = int(self.model["n_layers"] * self.model["n_kv_heads"] * self.context)
+        retrieval = self.retrieval if self.retrieval is not None else np.zeros(self.window.shape, bool)
         return {"tokens": tokens, "full_tokens": full, "bytes": round(tokens * self.bytes_per_token),
                 "full_bytes": round(full * self.bytes_per_token), "kept_fraction": tokens / full,
                 "compression_ratio": 1.0 - tokens / full, "lost_mean": float(self.lost.mean()),
-                "tail_max": float(self.tail.max())}
+                "tail_max": float(self.tail.max()), "retrieval_heads": int(retrieval.sum()),
+                "retrieval_tokens_share": float(self.tokens[retrieval].sum() / tokens) if tokens else 0.0}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: settings, per-KV-head rows, totals."""
@@ -145,8 +188,10 @@ class KVPlan:
             heads.append({"name": f"layers.{layer}.kv_heads.{kv}", "layer": layer, "kv_head": kv,
                           "q_heads": list(range(q.start, q.stop)), "gamma": self.gamma[layer, q].tolist(),
                           "window": int(self.window[layer, kv]), "tokens": int(self.tokens[layer, kv]),
-                          "lost": float(self.lost[layer, q].sum()), "tail_max": float(self.tail[layer, q].max())})
+                          "lost": float(self.lost[layer, q].sum()), "tail_max": float(self.tail[layer, q].max()),
+                          "retrieval": bool(self.retrieval is not None and self.retrieval[layer, kv])})
         return {"format": FORMAT, "run_id": self.run_id, "model": self.model, "mode": self.mode, "eps": self.eps,
+                "policy": self.policy, "retrieval_by": self.retrieval_by,
                 "context": self.context, "sink_tokens": self.sink_tokens, "dtype_bytes": self.dtype_bytes,
                 "heads": heads, "totals": self.totals(),
                 "gamma": self.gamma.tolist(), "lost_q": self.lost.tolist(), "tail_q": self.tail.tolist()}
@@ -157,12 +202,16 @@ class KVPlan:
             raise KVError(f"not a gammalens KV plan (format {d.get('format')!r}, expected {FORMAT!r})")
         m = d["model"]
         window = np.zeros((m["n_layers"], m["n_kv_heads"]), dtype=np.int64)
+        retrieval = np.zeros(window.shape, dtype=bool)
         for h in d["heads"]:
             window[h["layer"], h["kv_head"]] = h["window"]
+            retrieval[h["layer"], h["kv_head"]] = bool(h.get("retrieval", False))
+        policy = d.get("policy", "gamma")
         return cls(model=m, run_id=d["run_id"], mode=d["mode"], eps=d["eps"], context=int(d["context"]),
                    sink_tokens=int(d["sink_tokens"]), window=window, gamma=np.asarray(d["gamma"], np.float64),
                    lost=np.asarray(d["lost_q"], np.float64), tail=np.asarray(d["tail_q"], np.float64),
-                   dtype_bytes=float(d["dtype_bytes"]))
+                   dtype_bytes=float(d["dtype_bytes"]), policy=policy,
+                   retrieval=retrieval if policy == "hybrid" else None, retrieval_by=d.get("retrieval_by"))
 
     def save(self, path: Path | str) -> Path:
         """Write the plan as JSON atomically (temp file, then rename)."""
@@ -191,7 +240,8 @@ class KVPlan:
 
     def __repr__(self) -> str:
         t = self.totals()
-        return (f"KVPlan({self.model.get('id')}, {self.mode}, T={self.context}, tokens {t['tokens']}/"
+        mode = f"hybrid ({t['retrieval_heads']} retrieval heads)" if self.policy == "hybrid" else self.mode
+        return (f"KVPlan({self.model.get('id')}, {mode}, T={self.context}, tokens {t['tokens']}/"
                 f"{t['full_tokens']} ({t['kept_fraction']:.1%}), lost {t['lost_mean']:.4f}/query head)")
 
 
@@ -233,9 +283,50 @@ def load_run(run_dir: Path | str) -> tuple[dict, HeadTails, dict]:
     return model, head_tails(run_dir / "profile.npz", gamma, sink_tokens), manifest
 
 
+RETRIEVAL_COLUMNS = ("echo", "induction", "far_mass")
+
+
+def load_retrieval(run_dir: Path | str, model: dict) -> dict[str, np.ndarray] | None:
+    """The run's per-head retrieval columns, each (L, Hq) float; None if the run did not measure them."""
+    shape = (model["n_layers"], model["n_heads"])
+    out = {c: np.full(shape, np.nan) for c in RETRIEVAL_COLUMNS}
+    for row in read_fits_csv(Path(run_dir) / "fits.csv"):
+        if row.get("scope") == "head" and row["layer"] < shape[0] and row["head"] < shape[1]:
+            for c in RETRIEVAL_COLUMNS:
+                if row.get(c) is not None:
+                    out[c][row["layer"], row["head"]] = row[c]
+    if np.isnan(out["echo"]).all() or np.isnan(out["induction"]).all():
+        return None
+    return out
+
+
+def rank_retrieval(retrieval: dict[str, np.ndarray] | None, by: str, shape: tuple[int, int],
+                   seed: int = 0) -> np.ndarray:
+    """(L, Hkv) ranking key of every KV head, higher first: the max over its query heads of the criterion.
+
+    ``by='score'``: echo + induction (two disjoint attention masses on repeated random tokens, so at most 1);
+    ``'far_mass'``: the share of non-sink mass beyond the run's far distance; ``'random'``: a uniform draw
+    (needs no measurement). ``shape``: (layers, KV heads).
+    """
+    if by == "random":
+        return np.random.default_rng(seed).random(shape)
+    if retrieval is None:
+        raise KVError("the hybrid policy needs the run's retrieval measurement (echo, induction, far mass): "
+                      "measure the model with `gammalens measure MODEL --retrieval`")
+    per_q = retrieval["echo"] + retrieval["induction"] if by == "score" else retrieval["far_mass"]
+    if np.isnan(per_q).any():
+        raise KVError(f"the run's retrieval columns miss {int(np.isnan(per_q).sum())} heads; measure again with "
+                      "--retrieval")
+    return per_q.reshape(shape[0], shape[1], -1).max(-1)
+
+
 def plan_from_tails(model: dict, tails: HeadTails, config: PlanConfig, *, run_id: str = "",
-                    measured_context: int | None = None) -> KVPlan:
-    """Build the plan (see the module docstring) from tail curves and model facts."""
+                    measured_context: int | None = None,
+                    retrieval: dict[str, np.ndarray] | None = None) -> KVPlan:
+    """Build the plan (see the module docstring) from tail curves and model facts.
+
+    ``retrieval``: the run's per-head retrieval columns (:func:`load_retrieval`), needed by the hybrid policy.
+    """
 
     context = config.context or measured_context
     if context is None:
@@ -260,15 +351,30 @@ def plan_from_tails(model: dict, tails: HeadTails, config: PlanConfig, *, run_id
         if budget < floor:
             raise KVError(f"a budget of {budget} tokens is smaller than the sinks plus the current token of every "
                           f"KV head ({n_layers}×{n_kv}×({s}+1) = {floor}); raise --budget or lower --ratio")
+        budget = min(budget, full)
         per_kv = lost.reshape(n_layers, n_kv, group, n + 1).sum(2).reshape(n_layers * n_kv, n + 1)
-        windows = allocate(list(per_kv), min(budget, full) - n_layers * n_kv * s, w_min=1)
+        chosen = np.zeros(n_layers * n_kv, dtype=bool)
+        if config.policy == "hybrid":
+            key = rank_retrieval(retrieval, config.retrieval_by, (n_layers, n_kv), config.seed).reshape(-1)
+            # a retrieval head costs T tokens instead of the floor s + 1; the others keep their floor
+            fits = (budget - floor) // max(1, context - s - 1)
+            k = int(min(math.floor(config.retrieval_share * budget / context), fits, n_layers * n_kv))
+            chosen[np.argsort(-key, kind="stable")[:k]] = True
+        windows = np.full(n_layers * n_kv, n, dtype=np.int64)
+        rest = ~chosen
+        if rest.any():
+            left = budget - int(chosen.sum()) * context - int(rest.sum()) * s
+            windows[rest] = allocate([per_kv[i] for i in np.flatnonzero(rest)], left, w_min=1)
         window = windows.reshape(n_layers, n_kv)
     w_q = np.repeat(window, group, axis=1)  # (L, Hq)
     pick = w_q[..., None]
+    hybrid = config.policy == "hybrid"
     return KVPlan(model=model, run_id=run_id, mode=config.mode, eps=config.eps if config.mode == "eps" else None,
                   context=int(context), sink_tokens=s, window=window.astype(np.int64), gamma=tails.gamma,
                   lost=np.take_along_axis(lost, pick, -1)[..., 0], tail=np.take_along_axis(tail, pick, -1)[..., 0],
-                  dtype_bytes=dtype_bytes(config.dtype))
+                  dtype_bytes=dtype_bytes(config.dtype), policy=config.policy,
+                  retrieval=chosen.reshape(n_layers, n_kv) if hybrid else None,
+                  retrieval_by=config.retrieval_by if hybrid else None)
 
 
 def plan_run(run_dir: Path | str, config: PlanConfig | None = None) -> KVPlan:
@@ -279,5 +385,9 @@ def plan_run(run_dir: Path | str, config: PlanConfig | None = None) -> KVPlan:
     """
     config = config or PlanConfig()
     model, tails, manifest = load_run(run_dir)
+    retrieval = load_retrieval(run_dir, model) if config.policy == "hybrid" else None
+    if config.policy == "hybrid" and retrieval is None and config.retrieval_by != "random":
+        raise KVError(f"{run_dir} has no retrieval measurement (fits.csv's echo and induction columns are empty), "
+                      "which --policy hybrid ranks heads by: measure with `gammalens measure MODEL --retrieval`")
     return plan_from_tails(model, tails, config, run_id=manifest.get("run_id", ""),
-                           measured_context=(manifest.get("settings") or {}).get("context"))
+                           measured_context=(manifest.get("settings") or {}).get("context"), retrieval=retrieval)
