@@ -9,8 +9,10 @@ For each context n and policy, in a fresh subprocess (so ``ru_maxrss`` is that c
    hidden 576; MLP narrowed to 64 and vocabulary to 1024 so CPU time goes to attention and cache) decodes
    16 tokens after the cache holds n tokens; report the median milliseconds per token.
 
-The γ windows are the budget plan (compression ratio 0.75 at n) of a measured SmolLM2 run. Ratios
-(DynamicCache / γ) are printed for the same run. Results: ``docs/kv_cache_bench.csv``.
+The γ windows are the budget plan (compression ratio 0.75 at n) of a measured SmolLM2 run; ``hybrid`` is the
+hybrid plan at the same ratio (retrieval share 0.5: the measured retrieval heads hold all n tokens; the run must
+be measured with ``--retrieval``). Ratios (DynamicCache / policy) are printed for the same run. Results:
+``docs/kv_cache_bench.csv``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kv/bench_cache.py --run RUN_DIR --out docs/kv_cache_bench.csv
 """
@@ -46,7 +48,7 @@ def child(policy: str, n: int, windows: list | None, sinks: int, decode: int) ->
     n_layers, n_kv, d = 30, 3, 64
 
     def new_cache():
-        return DynamicCache() if policy == "dynamic" else GammaWindowCache(windows, sinks=sinks, block=CHUNK)
+        return DynamicCache() if policy == "dynamic" else GammaWindowCache(windows, sinks=sinks, block=CHUNK)  # γ, hybrid
 
     def fill(cache, dtype):
         for start in range(0, n, CHUNK):
@@ -100,6 +102,7 @@ def main(argv=None) -> None:
     ap.add_argument("--contexts", default="2048,8192,32768")
     ap.add_argument("--ratio", type=float, default=0.75)
     ap.add_argument("--decode", type=int, default=16)
+    ap.add_argument("--policies", default="dynamic,gamma,hybrid")
     ap.add_argument("--out", type=Path, default=Path("docs/kv_cache_bench.csv"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -110,21 +113,25 @@ def main(argv=None) -> None:
     from gammalens.kv.plan import PlanConfig, plan_run
 
     rows = []
+    policies = args.policies.split(",")
     for n in [int(x) for x in args.contexts.split(",")]:
-        plan = plan_run(args.run, PlanConfig(ratio=args.ratio, context=n))
-        for policy in ("dynamic", "gamma"):
-            spec = {"policy": policy, "n": n, "windows": plan.window.tolist() if policy == "gamma" else None,
-                    "sinks": plan.sink_tokens, "decode": args.decode}
+        first = len(rows)
+        for policy in policies:
+            plan = None if policy == "dynamic" else plan_run(args.run, PlanConfig(
+                ratio=args.ratio, context=n, policy="hybrid" if policy == "hybrid" else "gamma", retrieval_share=0.5))
+            spec = {"policy": policy, "n": n, "windows": plan.window.tolist() if plan is not None else None,
+                    "sinks": plan.sink_tokens if plan is not None else 1, "decode": args.decode}
             out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                                  text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
             row = json.loads(out.stdout.strip().splitlines()[-1])
-            row["plan_tokens"] = int(plan.totals()["tokens"]) if policy == "gamma" else 30 * 3 * n
+            row["plan_tokens"] = int(plan.totals()["tokens"]) if plan is not None else 30 * 3 * n
             rows.append(row)
             print(row, flush=True)
-        dyn, gam = rows[-2], rows[-1]
-        print(f"n={n}: bytes dynamic/γ = {dyn['held_bytes'] / gam['held_bytes']:.2f}x, peak RSS dynamic/γ = "
-              f"{dyn['peak_rss_mib'] / max(gam['peak_rss_mib'], 0.1):.2f}x, decode ms/token dynamic/γ = "
-              f"{dyn['decode_ms_per_token'] / gam['decode_ms_per_token']:.2f}x", flush=True)
+        dyn = next((r for r in rows[first:] if r["policy"] == "dynamic"), None)
+        for other in (r for r in rows[first:] if dyn is not None and r["policy"] != "dynamic"):
+            print(f"n={n}: bytes dynamic/{other['policy']} = {dyn['held_bytes'] / other['held_bytes']:.2f}x, peak RSS "
+                  f"= {dyn['peak_rss_mib'] / max(other['peak_rss_mib'], 0.1):.2f}x, decode ms/token = "
+                  f"{dyn['decode_ms_per_token'] / other['decode_ms_per_token']:.2f}x", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))

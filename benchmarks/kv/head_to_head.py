@@ -223,6 +223,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--duo-len", type=int, default=500, help="tokens per DuoAttention scoring text (kvpress: 500)")
+    ap.add_argument("--reverse", action="store_true", help="run the jobs last first: a second process on another "
+                    "--out meets the first in the middle (summarize.py drops the few duplicates)")
     args = ap.parse_args(argv)
     args.depths = [float(x) for x in args.passkey_depths.split(",")]
     torch.set_num_threads(args.threads)
@@ -262,7 +264,8 @@ def main(argv=None):
         if new:
             writer.writeheader()
         nll_windows = None
-        for task, n, sample, depth, qa in jobs_for(args, contexts):
+        jobs = jobs_for(args, contexts)
+        for task, n, sample, depth, qa in reversed(jobs) if args.reverse else jobs:
             if (task, str(n), str(sample), str(int(qa))) in done:
                 continue
             rng = random.Random(f"{task}-{n}-{sample}")

@@ -117,33 +117,76 @@ def markdown(t: pd.DataFrame) -> str:
     return head + "\n" + "\n".join(body)
 
 
-def best_press(t: pd.DataFrame, ratio: float, binary: bool) -> pd.Series | None:
-    """The best kvpress policy at ``ratio`` (highest accuracy / lowest NLL) among the rows that ran."""
+def best_press(t: pd.DataFrame, ratio: float, binary: bool, max_bytes: float | None = None) -> pd.Series | None:
+    """The best kvpress policy at ``ratio`` (highest accuracy / lowest NLL) among the rows that ran, holding at
+    most ``max_bytes`` (% of the full cache's bytes) if given."""
     ours = t["policy"].str.startswith(("gamma", "hybrid")) | (t["policy"] == "full")
     cand = t[~ours & (t["ratio"] == ratio) & (t["n"] > 0)]
+    if max_bytes is not None:
+        cand = cand[cand["held_bytes_%"] <= max_bytes + 1e-6]
     if cand.empty:
         return None
     return cand.sort_values("score", ascending=not binary).iloc[0]
 
 
-def verdict(t: pd.DataFrame, binary: bool) -> list[str]:
-    """One line per ratio: the hybrid (share 0.5 and 0.8) against the best press at that ratio."""
+def paired(df: pd.DataFrame, a: str, b: str, ratio: float) -> tuple[float, float, float, int]:
+    """Mean of score(a) − score(b) over the instances both ran at ``ratio``, its 95% bootstrap interval, n."""
+    pick = lambda p: df[(df["policy"] == p) & (df["ratio"] == ratio)].set_index(KEY)["score"]  # noqa: E731
+    d = (pick(a) - pick(b)).dropna().to_numpy(float)
+    lo, hi = bootstrap(d, seed=2)
+    return (float(d.mean()) if len(d) else math.nan), lo, hi, len(d)
+
+
+def verdict(t: pd.DataFrame, binary: bool, df: pd.DataFrame) -> list[str]:
+    """One line per (ratio, our policy): against the best press holding no more bytes, and the best at any bytes,
+    with the paired difference on the instances both ran (95% bootstrap interval)."""
     out = []
     for ratio in sorted(r for r in t["ratio"].unique() if r in (0.25, 0.5, 0.75, 0.875)):
-        bp = best_press(t, ratio, binary)
-        if bp is None:
-            continue
         for name in ("hybrid_s0.5", "hybrid_s0.8", "gamma_budget"):
             h = t[(t["policy"] == name) & (t["ratio"] == ratio) & (t["n"] > 0)]
             if h.empty:
                 continue
             h = h.iloc[0]
-            better = h["score"] >= bp["score"] if binary else h["score"] <= bp["score"]
-            out.append(f"- r = {ratio:g}: {name} {h['score']:.4g} [{h['ci_low']:.3g}, {h['ci_high']:.3g}] at "
-                       f"{h['held_bytes_%']:.1f}% of the full bytes vs the best press {bp['policy']} "
-                       f"{bp['score']:.4g} [{bp['ci_low']:.3g}, {bp['ci_high']:.3g}] at {bp['held_bytes_%']:.1f}%: "
-                       f"{'≥' if better else '<'} the best press{'' if binary else ' (NLL: lower is better)'}")
+            for label, bp in (("at ≤ its bytes", best_press(t, ratio, binary, h["held_bytes_%"])),
+                              ("at any bytes", best_press(t, ratio, binary))):
+                if bp is None:
+                    continue
+                diff, lo, hi, n = paired(df, name, bp["policy"], ratio)
+                better = (lo > 0) if binary else (hi < 0)
+                worse = (hi < 0) if binary else (lo > 0)
+                word = "better" if better else "worse" if worse else "no significant difference"
+                out.append(f"- r = {ratio:g}, {name} ({h['held_bytes_%']:.1f}% of the full bytes): {h['score']:.4g} vs "
+                           f"the best press {label}, {bp['policy']} ({bp['held_bytes_%']:.1f}%): {bp['score']:.4g}; "
+                           f"paired difference {diff:+.3g} [{lo:+.3g}, {hi:+.3g}] over {n} instances → {word}"
+                           f"{'' if binary else ' (NLL: lower is better)'}")
     return out
+
+
+def headline(df: pd.DataFrame, ratio: float) -> str:
+    """Policies × (task, context) at ``ratio`` for one model: the score (NLL: paired Δ vs full, nats) and n."""
+    cells = [(t, qa, c) for (t, qa, c), _ in df.groupby(["task", "query_aware", "context"])]
+    head = ["policy", "bytes held (% of full)"] + [
+        f"{'Δ NLL' if t == 'nll' else t}{' (query-aware)' if qa else ''} {c}" for t, qa, c in cells]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for policy in POLICIES:
+        row, frac = [policy], []
+        for t, qa, c in cells:
+            d = df[(df["task"] == t) & (df["query_aware"] == qa) & (df["context"] == c)]
+            g = d[(d["policy"] == policy) & ((d["ratio"] == ratio) | d["policy"].isin(["full"])
+                                             | d["policy"].str.startswith("gamma_eps"))]
+            if g.empty:
+                row.append("—")
+                continue
+            full = d[d["policy"] == "full"].set_index(KEY)
+            gi = g.set_index(KEY)
+            frac.append((gi["held_bytes"] / full["held_bytes"].reindex(gi.index)).mean())
+            if t == "nll":
+                delta = (gi["score"] - full["score"].reindex(gi.index)).dropna()
+                row.append(f"{delta.mean():+.3f} (n={len(delta)})")
+            else:
+                row.append(f"{g['score'].mean():.2f} (n={len(g)})")
+        lines.append("| " + " | ".join([row[0], f"{100 * np.mean(frac):.1f}" if frac else "—", *row[1:]]) + " |")
+    return "\n".join(lines)
 
 
 def pareto_svg(t: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
@@ -193,6 +236,11 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [f"# KV head-to-head: results tables (generated by benchmarks/kv/summarize.py from "
              f"{', '.join(p.name for p in args.csv)})", ""]
+    for model, d in df.groupby("model", sort=False):
+        for ratio in sorted(r for r in d["ratio"].unique() if r in (0.25, 0.5, 0.75, 0.875)):
+            lines += [f"## {model} · every policy at r = {ratio:g} (ε plans at their own ratio)", "",
+                      "Accuracy, or for NLL the paired difference from the full cache (nats/token); n instances.", "",
+                      headline(d, ratio), ""]
     for (model, task, qa), d in df.groupby(["model", "task", "query_aware"], sort=False):
         binary = task != "nll"
         name = f"{task}{'_query_aware' if qa else ''}"
@@ -211,7 +259,7 @@ def main(argv=None) -> None:
             label = f"all contexts ({', '.join(map(str, contexts))})" if ctx is None else f"context {ctx}"
             lines += [f"### {model} · {name} · {label} — {n_inst} instances", "", markdown(t), ""]
             if ranked:
-                v = verdict(t, binary)
+                v = verdict(t, binary, sub)
                 if v:
                     lines += ["Hybrid vs the best press at equal ratio:", "", *v, ""]
             if ctx is None or len(contexts) == 1:
