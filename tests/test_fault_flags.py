@@ -29,6 +29,8 @@ MAY_BE_NEGATIVE: dict[str, str] = {}
 MAY_BE_ZERO: dict[str, str] = {
     "kv plan --rows": "0 shows every KV head (the default)",
     "kv plan --ratio": "0 removes nothing: the full cache, the lower end of [0, 1)",
+    "kv plan --retrieval-share": "0 offers retrieval heads nothing: the hybrid is then the γ budget plan",
+    "kv plan --seed": "0 is the default seed (of --retrieval-by random)",
     "card --activation-gib": "an allowance of 0 GiB for activations is optimistic but meaningful",
     "zoo train --seed": "0 is the default seed",
     "zoo measure --seed": "0 is the default seed",
