@@ -210,7 +210,8 @@ def pareto_svg(t: pd.DataFrame, title: str, ylabel: str, path: Path) -> None:
         y = hi_y + pad - (i + 1) * step
         plot.label(86, y, fam, size=10)
         plot.markers([84], [y + 0.004 * (hi_y - lo_y)], fill=COLORS.get(fam, "#444"), size=4)
-    path.write_text(plot.render())
+    svg = plot.render()  # inline-HTML markup: a file of its own needs the namespace to render as an image
+    path.write_text(svg if "xmlns=" in svg else svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1))
 
 
 def main(argv=None) -> None:
