@@ -38,6 +38,7 @@ import numpy as np
 from gammalens.card.kv_cache import dtype_bytes
 from gammalens.kv.allocate import allocate
 from gammalens.kv.tails import HeadTails, KVError, head_tails
+from gammalens.retrieval.scores import RETRIEVAL_COLUMNS
 from gammalens.runs.reader import read_fits_csv, read_manifest
 
 FORMAT = "gammalens.kvplan/1"  # the hybrid's fields are optional: its windows alone define the cache
@@ -281,9 +282,6 @@ def load_run(run_dir: Path | str) -> tuple[dict, HeadTails, dict]:
         raise KVError(f"{run_dir} has no profile.npz; the plan needs the run's exact profiles")
     sink_tokens = int((manifest.get("settings") or {}).get("sink_tokens", 1))
     return model, head_tails(run_dir / "profile.npz", gamma, sink_tokens), manifest
-
-
-RETRIEVAL_COLUMNS = ("echo", "induction", "far_mass")
 
 
 def load_retrieval(run_dir: Path | str, model: dict) -> dict[str, np.ndarray] | None:
