@@ -155,6 +155,7 @@ def run_sample(model, tok, writer, fh, meta, ctx_ids, question, answer, cont, po
         question = question[:, -1:]
     cap = capture_prefill(model, ctx_ids)
     n_ctx = cap.n
+    rows = []  # written together once the sample is done: a run killed mid-sample leaves no partial instance
     for name, ratio, kind, obj in policies:
         if kind == "cache":
             cache = window_cache(model, obj, cap)
@@ -175,8 +176,9 @@ def run_sample(model, tok, writer, fh, meta, ctx_ids, question, answer, cont, po
         if task != "nll":
             text = tok.decode(ids, skip_special_tokens=True)
             score = float(answer in text.replace(" ", ""))
-        writer.writerow({**meta, "policy": name, "ratio": ratio, "score": score, "decode_s_per_token": dt,
-                         "retrieval_heads": heads, "answer": text.strip()[:40], **stats})
+        rows.append({**meta, "policy": name, "ratio": ratio, "score": score, "decode_s_per_token": dt,
+                     "retrieval_heads": heads, "answer": text.strip()[:40], **stats})
+    writer.writerows(rows)
     fh.flush()
     print(f"{task} n={meta['context']} sample={meta['sample']} depth={meta['depth']} qa={qa}: "
           f"{time.perf_counter() - t0:.0f}s", flush=True)
