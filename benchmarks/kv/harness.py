@@ -85,10 +85,27 @@ def window_cache(model: Any, plan: Any, cap: Captured) -> Any:
     return cache
 
 
+def selected_cache(model: Any, plan: Any, cap: Captured, scorer: Any, recent: int = 0) -> Any:
+    """The :class:`~gammalens.kv.selected.SelectedCache` of ``plan``'s per-head budgets after the captured prefill.
+
+    Each KV head keeps min(n, sinks + W_h) prefill tokens (the plan's budget: the whole context for a retrieval
+    head): the sinks, the last ``recent`` tokens, then the keys ``scorer`` (a kvpress ScorerPress, e.g.
+    ExpectedAttention) scores highest, computed on the same captured prefill as the presses; later tokens go to a
+    ring of W_h. Real storage: the kept keys and values are gathered, the rest is not held.
+    """
+    from gammalens.kv.selected import SelectedCache
+
+    modules = [layer.self_attn for layer in model.model.layers]
+    with torch.no_grad(), scorer(model):  # scorer(model) attaches what kvpress scorers read (rotary_emb)
+        scores = [scorer.score(modules[i], hs, k, v, None, kw) for i, (hs, k, v, kw) in enumerate(cap.layers)]
+    return SelectedCache.from_plan(plan, [(k, v) for _hs, k, v, _kw in cap.layers], scores, recent=recent,
+                                   model=model)
+
+
 def window_cache_stats(cache: Any, n: int) -> dict[str, float]:
-    """Bytes held by a GammaWindowCache's tensors (keys, values, slot positions) and its tokens."""
+    """Bytes held by a GammaWindowCache's or SelectedCache's tensors (keys and values) and its tokens."""
     held = int(cache.held_tokens().sum())
-    full = n * sum(len(layer.window) for layer in cache.layers) * cache.layers[0].keys.shape[0]
+    full = n * int(cache.held_tokens().numel()) * cache.layers[0].keys.shape[0]
     return {"held_bytes": cache.nbytes(), "held_tokens": held, "kept_tokens": held, "full_tokens": full,
             "kept_fraction": held / full}
 

@@ -8,6 +8,10 @@ own context length):
   the rest γ windows; ``gammalens kv plan --policy hybrid``) and its ablations ``hybrid_far_s<share>`` (heads
   ranked by far mass) and ``hybrid_random_s<share>`` (at random). All γ and hybrid policies are scored **on a
   GammaWindowCache**: the object scored is the object whose bytes are reported (its tensors);
+- ``gamma_ea`` / ``hybrid_ea_s<share>``: the same per-head budgets (γ water-filling; retrieval heads the whole
+  context) filled with the keys kvpress's ExpectedAttention scores highest instead of the most recent ones, held
+  in a **SelectedCache** (gammalens.kv.selected; real storage, later tokens in a ring of W_h). Against
+  ``expected_attention`` (the same score, the same budget per head) they isolate what the measured allocation adds;
 - kvpress: StreamingLLM (4 sinks), SnapKV, ExpectedAttention, AdaKV(ExpectedAttention), DuoAttention (head
   scores computed on the fly on local text, kvpress's sink 128 / recent 256), TOVA, Knorm, Random. AdaKV and
   DuoAttention mask per head and hold the full cache; their bytes are what they hold.
@@ -52,6 +56,7 @@ from harness import (
     duo_scores,
     exact_masking,
     generate,
+    selected_cache,
     window_cache,
     window_cache_stats,
 )
@@ -64,8 +69,10 @@ FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. Th
 NAMES = ["apple", "river", "candle", "violet", "tiger", "marble"]
 
 
-def make_policies(ratios, context, plan_for, duo, shares, ablate):
-    """(name, ratio, kind, object): kind ``'press'`` (a kvpress press, None for full) or ``'cache'`` (a KVPlan)."""
+def make_policies(ratios, context, plan_for, duo, shares, ablate, selected=(), only=None):
+    """(name, ratio, kind, object): kind ``'press'`` (a kvpress press, None for full), ``'cache'`` (a KVPlan) or
+    ``'selected'`` ((KVPlan, scorer press): the plan's per-head budgets filled with the best-scored keys).
+    ``only``: names to keep (``full`` is always kept: every Δ is paired with it)."""
     from kvpress import (
         AdaKVPress,
         ExpectedAttentionPress,
@@ -79,6 +86,10 @@ def make_policies(ratios, context, plan_for, duo, shares, ablate):
     out = [("full", 0.0, "press", None)]
     for r in ratios:
         out.append(("gamma_budget", r, "cache", plan_for(ratio=r, context=context)))
+        for share in selected:  # γ / hybrid budgets per head, filled by ExpectedAttention's score, not by recency
+            name = "gamma_ea" if share == 0 else f"hybrid_ea_s{share:g}"
+            plan = plan_for(ratio=r, context=context) if share == 0 else plan_for(ratio=r, context=context, share=share)
+            out.append((name, r, "selected", (plan, ExpectedAttentionPress(compression_ratio=r))))
         for share in shares:
             out.append((f"hybrid_s{share:g}", r, "cache", plan_for(ratio=r, context=context, share=share)))
         if ablate:
@@ -99,7 +110,7 @@ def make_policies(ratios, context, plan_for, duo, shares, ablate):
     for eps in (0.05, 0.2):
         plan = plan_for(eps=eps, context=context)
         out.append((f"gamma_eps{eps:g}", round(plan.totals()["compression_ratio"], 4), "cache", plan))
-    return out
+    return [p for p in out if only is None or p[0] == "full" or p[0] in only]
 
 
 def local_duo_press(scores):
@@ -145,7 +156,7 @@ def load_done(path):
         return {(r["task"], r["context"], r["sample"], r["query_aware"]) for r in csv.DictReader(fh)}
 
 
-def run_sample(model, tok, writer, fh, meta, ctx_ids, question, answer, cont, policies):
+def run_sample(model, tok, writer, fh, meta, ctx_ids, question, answer, cont, policies, recent=0):
     from gammalens.kv.attention import gamma_window_attention
 
     t0 = time.perf_counter()
@@ -157,11 +168,13 @@ def run_sample(model, tok, writer, fh, meta, ctx_ids, question, answer, cont, po
     n_ctx = cap.n
     rows = []  # written together once the sample is done: a run killed mid-sample leaves no partial instance
     for name, ratio, kind, obj in policies:
-        if kind == "cache":
-            cache = window_cache(model, obj, cap)
+        if kind in ("cache", "selected"):
+            plan = obj if kind == "cache" else obj[0]
+            cache = window_cache(model, plan, cap) if kind == "cache" else \
+                selected_cache(model, plan, cap, obj[1], recent=recent)
             stats = window_cache_stats(cache, n_ctx)
             serve = gamma_window_attention(model, cache)
-            heads = obj.totals()["retrieval_heads"]
+            heads = plan.totals()["retrieval_heads"]
         else:
             cache = apply_press(model, obj, cap)
             stats = cache_stats(model, cache, n_ctx)
@@ -221,6 +234,10 @@ def main(argv=None):
     ap.add_argument("--ratios", default="0.5,0.75")
     ap.add_argument("--shares", default="0.5,0.8", help="hybrid: shares of the budget offered to retrieval heads")
     ap.add_argument("--no-ablation", action="store_true", help="skip hybrid ranked by far mass and at random")
+    ap.add_argument("--selected-shares", default="0,0.5", help="gamma_ea / hybrid_ea_s<share>: the γ (share 0) or "
+                    "hybrid plan's per-head budgets filled by ExpectedAttention's score ('' for none)")
+    ap.add_argument("--recent", type=int, default=0, help="gamma_ea / hybrid_ea: last tokens every head keeps first")
+    ap.add_argument("--policies", default="", help="comma list: run only these policies (and full); '' for all")
     ap.add_argument("--tasks", default="passkey,nll,multikey,passkey_qa")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -255,6 +272,9 @@ def main(argv=None):
         return plans[key]
 
     ratios = [float(x) for x in args.ratios.split(",")]
+    selected = [float(x) for x in args.selected_shares.split(",") if x] if retrieval is not None else \
+        [float(x) for x in args.selected_shares.split(",") if x and float(x) == 0]
+    only = set(args.policies.split(",")) if args.policies else None
     duo_texts = [torch.tensor(w[None]) for w in load_windows("stdlib", tok, args.duo_len, 3, seed=99).input_ids]
     duo = local_duo_press(duo_scores(model, duo_texts, q_len=args.duo_len))
     done = load_done(args.out)
@@ -294,10 +314,10 @@ def main(argv=None):
                 question = torch.tensor([tok.encode(f" What is the pass key for {asked}? The pass key for {asked} is",
                                                     add_special_tokens=False)])
             policies = make_policies(ratios, ctx.shape[1] + (question.shape[1] - 1 if qa else 0), plan_for, duo,
-                                     shares, not args.no_ablation and bool(shares))
+                                     shares, not args.no_ablation and bool(shares), selected, only)
             meta = {"model": args.model, "task": task, "context": n, "sample": sample, "depth": depth,
                     "query_aware": int(qa)}
-            run_sample(model, tok, writer, fh, meta, ctx, question, answer, cont, policies)
+            run_sample(model, tok, writer, fh, meta, ctx, question, answer, cont, policies, recent=args.recent)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 - :mod:`~gammalens.kv.allocate`  token budget → windows minimising the attention mass lost (water-filling)
 - :mod:`~gammalens.kv.plan`      ``gammalens kv plan RUN_DIR``: the plan (ε or budget mode), table and JSON
 - :mod:`~gammalens.kv.cache`     a ``transformers`` Cache that holds only sink + last-W tokens per KV head
-- :mod:`~gammalens.kv.attention` the attention function that reads that cache (installed by a context manager)
+- :mod:`~gammalens.kv.selected`  a Cache that holds, per KV head, a chosen subset of the prefill (e.g. the plan's
+  budget filled with the best-scored keys) and a window of the later tokens
+- :mod:`~gammalens.kv.attention` the attention function that reads either cache (installed by a context manager)
 - :mod:`~gammalens.kv.press`     ``GammaWindowPress`` for NVIDIA kvpress (optional extra ``gammalens[kvpress]``)
 
 Nothing here is imported by ``import gammalens``; torch, transformers and kvpress load on first use.
@@ -14,17 +16,21 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GammaWindowCache", "GammaWindowPress"]
+__all__ = ["GammaWindowCache", "GammaWindowPress", "SelectedCache"]
 
 KVPRESS_HINT = "GammaWindowPress needs kvpress, an optional extra: pip install 'gammalens[kvpress]'"
 
 
 def __getattr__(name: str) -> Any:
-    """``GammaWindowCache`` and ``GammaWindowPress`` on first use, so ``import gammalens.kv`` stays light."""
+    """``GammaWindowCache``, ``SelectedCache`` and ``GammaWindowPress`` on first use: ``import gammalens.kv`` stays light."""
     if name == "GammaWindowCache":
         from gammalens.kv.cache import GammaWindowCache
 
         return GammaWindowCache
+    if name == "SelectedCache":
+        from gammalens.kv.selected import SelectedCache
+
+        return SelectedCache
     if name == "GammaWindowPress":
         import importlib.util
 

@@ -1,4 +1,4 @@
-"""The attention function that serves a :class:`~gammalens.kv.cache.GammaWindowCache`.
+"""The attention function that serves a :class:`~gammalens.kv.cache.GammaWindowCache` (or a SelectedCache).
 
 Per-head windows give every KV head its own set of visible keys, which transformers' (batch, 1, q, k)
 masks cannot express. The cache records, on each update, a (KV head, query, key) visibility mask; this
