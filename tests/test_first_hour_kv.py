@@ -33,6 +33,16 @@ def test_gamma_window_cache_imports_from_the_package_without_kvpress() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_selected_cache_imports_from_the_package_without_kvpress() -> None:
+    out = run_python("import sys; sys.modules['kvpress'] = None\n"
+                     "from gammalens.kv import SelectedCache\n"
+                     "from gammalens.kv.selected import SelectedCache as Direct\n"
+                     "assert SelectedCache is Direct\n"
+                     "print(sys.modules['kvpress'] is None)")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
 def test_gamma_window_press_without_kvpress_says_how_to_install_it() -> None:
     out = run_python("import sys; sys.modules['kvpress'] = None\n"
                      "try:\n"
@@ -50,7 +60,7 @@ def test_unknown_names_still_fail_as_usual() -> None:
         gammalens.kv.NoSuchThing  # noqa: B018
     with pytest.raises(ImportError):
         from gammalens.kv import NoSuchThing  # noqa: F401
-    assert {"GammaWindowCache", "GammaWindowPress"} <= set(dir(gammalens.kv))
+    assert {"GammaWindowCache", "GammaWindowPress", "SelectedCache"} <= set(dir(gammalens.kv))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("kvpress") is None, reason="kvpress (optional extra) not installed")
