@@ -85,7 +85,23 @@ def window_cache(model: Any, plan: Any, cap: Captured) -> Any:
     return cache
 
 
-def selected_cache(model: Any, plan: Any, cap: Captured, scorer: Any, recent: int = 0) -> Any:
+def uniform_counts(plan: Any, n: int) -> np.ndarray:
+    """(L, Hkv) tokens per head of ``plan``'s budget at context n with the water-filling replaced by an equal split:
+    retrieval heads keep all n, every other head an equal share of the rest (the remainder one token each to the
+    first heads), so the total is the plan's. The ablation of the per-head allocation inside the hybrid."""
+    tokens = np.minimum(plan.tokens, n)
+    retrieval = plan.retrieval if plan.retrieval is not None else np.zeros(tokens.shape, bool)
+    rest = int(tokens.sum()) - int(retrieval.sum()) * n
+    m = int((~retrieval).sum())
+    counts = np.full(tokens.shape, n, dtype=np.int64)
+    if m:
+        share = np.full(m, rest // m, dtype=np.int64)
+        share[: rest - int(share.sum())] += 1
+        counts[~retrieval] = share
+    return counts
+
+
+def selected_cache(model: Any, plan: Any, cap: Captured, scorer: Any, recent: int = 0, uniform: bool = False) -> Any:
     """The :class:`~gammalens.kv.selected.SelectedCache` of ``plan``'s per-head budgets after the captured prefill.
 
     Each KV head keeps min(n, sinks + W_h) prefill tokens (the plan's budget: the whole context for a retrieval
@@ -93,13 +109,18 @@ def selected_cache(model: Any, plan: Any, cap: Captured, scorer: Any, recent: in
     ExpectedAttention) scores highest, computed on the same captured prefill as the presses; later tokens go to a
     ring of W_h. Real storage: the kept keys and values are gathered, the rest is not held.
     """
-    from gammalens.kv.selected import SelectedCache
+    from gammalens.kv.selected import SelectedCache, select_keep
 
     modules = [layer.self_attn for layer in model.model.layers]
     with torch.no_grad(), scorer(model):  # scorer(model) attaches what kvpress scorers read (rotary_emb)
         scores = [scorer.score(modules[i], hs, k, v, None, kw) for i, (hs, k, v, kw) in enumerate(cap.layers)]
-    return SelectedCache.from_plan(plan, [(k, v) for _hs, k, v, _kw in cap.layers], scores, recent=recent,
-                                   model=model)
+    kv = [(k, v) for _hs, k, v, _kw in cap.layers]
+    if not uniform:
+        return SelectedCache.from_plan(plan, kv, scores, recent=recent, model=model)
+    counts = uniform_counts(plan, cap.n)
+    keep = [select_keep(sc, c.tolist(), sinks=plan.sink_tokens, recent=recent) for sc, c in zip(scores, counts, strict=True)]
+    windows = np.maximum(1, counts - plan.sink_tokens).tolist()
+    return SelectedCache.from_prefill(kv, keep, windows, block=256, model=model, facts=plan.model)
 
 
 def window_cache_stats(cache: Any, n: int) -> dict[str, float]:

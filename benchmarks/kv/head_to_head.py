@@ -12,6 +12,7 @@ own context length):
   context) filled with the keys kvpress's ExpectedAttention scores highest instead of the most recent ones, held
   in a **SelectedCache** (gammalens.kv.selected; real storage, later tokens in a ring of W_h). Against
   ``expected_attention`` (the same score, the same budget per head) they isolate what the measured allocation adds;
+  ``hybrid_ea_uniform_s<share>`` (with the ablations) splits the non-retrieval heads' budget equally instead;
 - kvpress: StreamingLLM (4 sinks), SnapKV, ExpectedAttention, AdaKV(ExpectedAttention), DuoAttention (head
   scores computed on the fly on local text, kvpress's sink 128 / recent 256), TOVA, Knorm, Random. AdaKV and
   DuoAttention mask per head and hold the full cache; their bytes are what they hold.
@@ -90,6 +91,9 @@ def make_policies(ratios, context, plan_for, duo, shares, ablate, selected=(), o
             name = "gamma_ea" if share == 0 else f"hybrid_ea_s{share:g}"
             plan = plan_for(ratio=r, context=context) if share == 0 else plan_for(ratio=r, context=context, share=share)
             out.append((name, r, "selected", (plan, ExpectedAttentionPress(compression_ratio=r))))
+            if ablate and share > 0 and share == selected[-1]:  # the same, the non-retrieval heads split equally
+                out.append((f"hybrid_ea_uniform_s{share:g}", r, "selected_uniform",
+                            (plan, ExpectedAttentionPress(compression_ratio=r))))
         for share in shares:
             out.append((f"hybrid_s{share:g}", r, "cache", plan_for(ratio=r, context=context, share=share)))
         if ablate:
@@ -168,10 +172,10 @@ def run_sample(model, tok, writer, fh, meta, ctx_ids, question, answer, cont, po
     n_ctx = cap.n
     rows = []  # written together once the sample is done: a run killed mid-sample leaves no partial instance
     for name, ratio, kind, obj in policies:
-        if kind in ("cache", "selected"):
+        if kind in ("cache", "selected", "selected_uniform"):
             plan = obj if kind == "cache" else obj[0]
             cache = window_cache(model, plan, cap) if kind == "cache" else \
-                selected_cache(model, plan, cap, obj[1], recent=recent)
+                selected_cache(model, plan, cap, obj[1], recent=recent, uniform=kind == "selected_uniform")
             stats = window_cache_stats(cache, n_ctx)
             serve = gamma_window_attention(model, cache)
             heads = plan.totals()["retrieval_heads"]

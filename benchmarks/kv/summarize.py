@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 POLICIES = ["full", "gamma_budget", "gamma_eps0.05", "gamma_eps0.2", "hybrid_s0.5", "hybrid_s0.8",
-            "hybrid_far_s0.5", "hybrid_random_s0.5", "gamma_ea", "hybrid_ea_s0.25", "hybrid_ea_s0.5", "streaming_llm", "snapkv", "expected_attention",
+            "hybrid_far_s0.5", "hybrid_random_s0.5", "gamma_ea", "hybrid_ea_s0.25", "hybrid_ea_s0.5", "hybrid_ea_uniform_s0.5", "streaming_llm", "snapkv", "expected_attention",
             "adakv_expected_attention", "duo_attention", "tova", "knorm", "random"]
 COLORS = {"full": "#000000", "gamma_budget": "#d62728", "gamma_eps": "#ff7f0e", "hybrid": "#e6550d",
-          "hybrid_ablation": "#fdae6b", "gamma_ea": "#843c39", "hybrid_ea": "#ad494a", "streaming_llm": "#1f77b4", "snapkv": "#2ca02c",
+          "hybrid_ablation": "#fdae6b", "gamma_ea": "#843c39", "hybrid_ea": "#ad494a", "hybrid_ea_uniform": "#e7969c", "streaming_llm": "#1f77b4", "snapkv": "#2ca02c",
           "expected_attention": "#9467bd", "adakv_expected_attention": "#8c564b", "duo_attention": "#e377c2",
           "tova": "#17becf", "knorm": "#bcbd22", "random": "#7f7f7f"}
 KEY = ["context", "sample", "depth"]
@@ -144,7 +144,8 @@ def verdict(t: pd.DataFrame, binary: bool, df: pd.DataFrame) -> list[str]:
     with the paired difference on the instances both ran (95% bootstrap interval)."""
     out = []
     for ratio in sorted(r for r in t["ratio"].unique() if r in (0.25, 0.5, 0.75, 0.875)):
-        for name in ("hybrid_s0.5", "hybrid_s0.8", "hybrid_ea_s0.25", "hybrid_ea_s0.5", "gamma_ea", "gamma_budget"):
+        for name in ("hybrid_s0.5", "hybrid_s0.8", "hybrid_ea_s0.25", "hybrid_ea_s0.5", "hybrid_ea_uniform_s0.5", "gamma_ea",
+                     "gamma_budget"):
             h = t[(t["policy"] == name) & (t["ratio"] == ratio) & (t["n"] > 0)]
             if h.empty:
                 continue
