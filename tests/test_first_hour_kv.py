@@ -22,25 +22,16 @@ def test_import_gammalens_kv_stays_light() -> None:
     assert json.loads(out.stdout) == []
 
 
-def test_gamma_window_cache_imports_from_the_package_without_kvpress() -> None:
-    # kvpress made unimportable: GammaWindowCache needs only torch and transformers
+@pytest.mark.parametrize("name, module", [("GammaWindowCache", "cache"), ("SelectedCache", "selected")])
+def test_the_caches_import_from_the_package_without_kvpress(name, module) -> None:
+    # kvpress made unimportable: the caches need only torch and transformers
     out = run_python("import sys; sys.modules['kvpress'] = None\n"
-                     "from gammalens.kv import GammaWindowCache\n"
-                     "from gammalens.kv.cache import GammaWindowCache as Direct\n"
-                     "assert GammaWindowCache is Direct\n"
+                     f"from gammalens.kv import {name}\n"
+                     f"from gammalens.kv.{module} import {name} as Direct\n"
+                     f"assert {name} is Direct\n"
                      "print('kvpress' in sys.modules and sys.modules['kvpress'] is not None)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
-
-
-def test_selected_cache_imports_from_the_package_without_kvpress() -> None:
-    out = run_python("import sys; sys.modules['kvpress'] = None\n"
-                     "from gammalens.kv import SelectedCache\n"
-                     "from gammalens.kv.selected import SelectedCache as Direct\n"
-                     "assert SelectedCache is Direct\n"
-                     "print(sys.modules['kvpress'] is None)")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "True"
 
 
 def test_gamma_window_press_without_kvpress_says_how_to_install_it() -> None:

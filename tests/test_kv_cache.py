@@ -61,17 +61,23 @@ def eager_window_attention(windows, sinks):
 
 
 @contextlib.contextmanager
-def reference(model, windows, sinks):
+def registered_attention(model, fn, name="test_kv_reference"):
+    """Run ``model`` with the attention function ``fn`` (registered under ``name``, removed on exit)."""
     from transformers.modeling_utils import AttentionInterface
 
     previous = model.config._attn_implementation
-    AttentionInterface.register("test_kv_reference", eager_window_attention(windows, sinks))
+    AttentionInterface.register(name, fn)
     try:
-        model.set_attn_implementation("test_kv_reference")
+        model.set_attn_implementation(name)
         yield
     finally:
         model.set_attn_implementation(previous)
-        AttentionInterface._global_mapping.pop("test_kv_reference", None)
+        AttentionInterface._global_mapping.pop(name, None)
+
+
+def reference(model, windows, sinks):
+    """The eager window-masking reference installed on ``model`` (a context manager)."""
+    return registered_attention(model, eager_window_attention(windows, sinks))
 
 
 def run_cache(model, ids, cache, split):

@@ -7,8 +7,6 @@ tokens × 2 × head_dim × 4 bytes, nothing else). ``select_keep`` is checked ag
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -18,7 +16,7 @@ from gammalens.kv.attention import gamma_window_attention  # noqa: E402
 from gammalens.kv.cache import cache_kwargs  # noqa: E402
 from gammalens.kv.selected import SelectedCache, select_keep  # noqa: E402
 from gammalens.kv.tails import KVError  # noqa: E402
-from tests.test_kv_cache import make_model  # noqa: E402
+from tests.test_kv_cache import make_model, registered_attention  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error:.*past_key_values.*:FutureWarning")
 
@@ -54,20 +52,6 @@ def eager_selected_attention(n, keep, windows):
     return attn
 
 
-@contextlib.contextmanager
-def registered(model, fn):
-    from transformers.modeling_utils import AttentionInterface
-
-    previous = model.config._attn_implementation
-    AttentionInterface.register("test_kv_selected_reference", fn)
-    try:
-        model.set_attn_implementation("test_kv_selected_reference")
-        yield
-    finally:
-        model.set_attn_implementation(previous)
-        AttentionInterface._global_mapping.pop("test_kv_selected_reference", None)
-
-
 def prefill_then_decode(model, ids, n, keep, windows, chunk=1):
     """Logits (B, m − n, V) of ids[:, n:] fed ``chunk`` tokens at a time into the selected cache of ids[:, :n]."""
     dyn = transformers.DynamicCache()
@@ -92,7 +76,7 @@ def test_the_selected_cache_is_the_eager_masking_reference(model, chunk):
     keep[1][1] = torch.stack([torch.randperm(n, generator=g)[:10].sort().values for _ in range(b)])  # per row
     windows = [[4, 100], [1, 7]]
     got, cache = prefill_then_decode(model, ids, n, keep, windows, chunk=chunk)
-    with torch.no_grad(), registered(model, eager_selected_attention(n, keep, windows)):
+    with torch.no_grad(), registered_attention(model, eager_selected_attention(n, keep, windows)):
         ref = model(ids).logits[:, n:]
     assert torch.allclose(got, ref, atol=1e-5, rtol=0), float((got - ref).abs().max())
     later = m - n
@@ -176,7 +160,7 @@ def test_from_plan_fills_each_heads_budget_and_retrieval_heads_keep_everything(m
     with torch.no_grad(), gamma_window_attention(model, cache):
         for t in range(n, m):
             outs.append(model(ids[:, t:t + 1], **cache_kwargs(model, cache), use_cache=True).logits)
-    with torch.no_grad(), registered(model, eager_selected_attention(n, keep, plan.window.tolist())):
+    with torch.no_grad(), registered_attention(model, eager_selected_attention(n, keep, plan.window.tolist())):
         ref = model(ids).logits[:, n:]
     got = torch.cat(outs, 1)
     assert torch.allclose(got, ref, atol=1e-5, rtol=0), float((got - ref).abs().max())
