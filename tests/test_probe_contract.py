@@ -30,11 +30,16 @@ HORIZON = 15
 ATOL = 1e-5
 # probe settings of the matrix: the chunked path with 7-query chunks and with the default budget, the fused kernel
 VARIANTS = {"chunk7": {"chunk_size": 7, "backend": "chunked"}, "chunk_auto": {"backend": "chunked"},
-            "triton": {"backend": "triton", "block": 32}}
+            "chunk7_torch": {"chunk_size": 7, "backend": "chunked"}, "triton": {"backend": "triton", "block": 32}}
+# whole documents on the CPU take the C kernel of gammalens.probe.native where it builds; chunk7_torch switches it
+# off, so that the PyTorch softmax path keeps its own place in the matrix
+NATIVE_OFF = ("chunk7_torch",)
+PLAIN_CAUSAL = ("llama_gqa", "qwen2", "gpt_neox_partial", "gpt2")  # no window: no mask tensor for whole documents
 # the interpreter is slow (~1 s per layer here): on CPU the fused kernel runs the architectures that exercise its
 # masks (GQA, sliding window, soft-cap + window, partial rotary, bidirectional); on CUDA it runs them all
 INTERPRETED = ("llama_gqa", "mistral_swa", "gemma2_softcap", "gemma3_hybrid", "gpt_neox_partial", "bert")
-CASES = [(v, lengths) for v in VARIANTS for lengths in ("padded", "whole") if (v, lengths) != ("triton", "whole")]
+CASES = [(v, lengths) for v in VARIANTS for lengths in ("padded", "whole")
+         if (v, lengths) not in (("triton", "whole"), ("chunk7_torch", "padded"))]
 
 
 def _window(model, arch: str, layer: int) -> int | None:
@@ -83,8 +88,12 @@ def brute_force(attn: np.ndarray, lengths: list[int], causal: bool, window: int 
 
 @pytest.mark.parametrize("arch", list(arch_specs()))
 @pytest.mark.parametrize(("variant", "case"), CASES)
-def test_probe_matches_eager_reference(arch: str, variant: str, case: str) -> None:
+def test_probe_matches_eager_reference(arch: str, variant: str, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Padded batches exercise the model's explicit masks; whole documents the mask-free causal fast path."""
+    from gammalens.probe import native
+
+    if variant in NATIVE_OFF:
+        monkeypatch.setattr(native, "kernel", lambda: None)
     lengths = LENGTHS if case == "padded" else [N_CTX, N_CTX]
     if VARIANTS[variant]["backend"] == "triton":
         pytest.importorskip("triton")
@@ -113,6 +122,10 @@ def test_probe_matches_eager_reference(arch: str, variant: str, case: str) -> No
     assert model.config._attn_implementation == own
     assert len(probe.layer_of) == L
     assert probe.backend_ == VARIANTS[variant]["backend"]
+    if variant in NATIVE_OFF:
+        assert probe.kernel_ == "torch"
+    elif case == "whole" and arch in PLAIN_CAUSAL and TEST_DEVICE == "cpu" and native.kernel() is not None:
+        assert probe.kernel_.startswith("native")
 
     # the layer outputs are the model's own (soft-capped layers computed by the probe itself)
     h_probe = out.logits if hasattr(out, "logits") else out.last_hidden_state

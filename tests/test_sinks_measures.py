@@ -89,9 +89,10 @@ def test_observer_matches_eager_brute_force(arch: str, tmp_path) -> None:
     # pooled means: every document has the same number of queries per k
     assert np.allclose(m.mass, ref["mass"].mean(0), atol=TOL, rtol=0)
     assert np.allclose(m.first_key_share, ref["first"].mean(0), atol=TOL, rtol=0)
-    # the probe's own sink mass (first sink_tokens = 1 keys, queries past them) is the k = 1 column
+    # the probe's own sink mass (first sink_tokens = 1 keys, queries past them) is the k = 1 column: the same
+    # probabilities, added in fp64 by the probe's C kernel and per chunk in fp32 by the observer (differences ~1e-8)
     sink = np.array([[r["sink_mass"] for r in res.fits if r["scope"] == "head" and r["layer"] == i] for i in range(L)])
-    assert np.allclose(sink, m.mass[..., 0], atol=1e-9, rtol=0)
+    assert np.allclose(sink, m.mass[..., 0], atol=1e-7, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["llama_gqa", "bert"])

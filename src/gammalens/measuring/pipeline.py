@@ -233,7 +233,7 @@ def manifest_step(config: MeasureConfig, inputs: Loaded, probed: Probed, profile
                      "transformers": transformers.__version__, "numpy": np.__version__, "scipy": scipy.__version__},
         "timings": timings,
         "layer_modules": _module_names(inputs.net, probed.probe),
-        "probe": {"backend": probed.probe.backend_, "note": probed.probe.note_},
+        "probe": {"backend": probed.probe.backend_, "note": probed.probe.note_, "kernel": probed.probe.kernel_summary()},
         "profile_layout": layout if layout == "full" else f"compact:{exact_to}",
         "result": {k: fits[-1][k] for k in ("gamma", "gamma_ci_low", "gamma_ci_high", "r2", "phase", "sink_mass")}
         | ({"ci_note": fits[-1]["ci_note"]} if fits[-1].get("ci_note") else {}),

@@ -181,14 +181,40 @@ class ProfileAccumulator:
         # row 0 (query q0): key j sits at column c − 1 + j
         by_dist[..., c - 1:].add_(weights[:, None, :, :1] * probs[:, :, None, 0, : q0 + 1])
         if visible is None:
-            d = torch.arange(kend, device=probs.device)
-            lo = torch.clamp(d + self.sink_tokens, min=q0)
-            pairs = (kend - lo).clamp(min=0).to(probs.dtype).flip(-1)  # column t ↔ d = kend − 1 − t
-            pairs = pairs.expand(B, 1, 1, kend)
+            pairs = self._causal_pairs(B, q0, kend, probs.device, probs.dtype)
         else:
             pairs = _diagonal_sums(visible.to(probs.dtype), w.keep_key, None if w.clean else w.valid,
                                    w.weights[:, :1], q0, False)
         self._commit(layer, by_dist, pairs, sink_sum, w, kend, False)
+
+    def add_causal_sums(self, layer: int, by_dist: torch.Tensor, sink_sum: torch.Tensor, q0: int,
+                        layout: BatchLayout) -> None:
+        """Add plain causal chunks whose sums were taken elsewhere (:mod:`gammalens.probe.native`): one chunk, or a
+        whole layer (q0 = 0, kend = n).
+
+        Parameters
+        ----------
+        by_dist : torch.Tensor
+            (B, H, 2, kend) non-sink mass by column t ↔ d = kend − 1 − t: every query, the common-support
+            queries (q − sink_tokens ≥ cs_horizon).
+        sink_sum : torch.Tensor
+            (B, H) mass on the sink keys of the queries past the sinks.
+        q0 : int
+            First query position; the sums cover queries q0 … kend − 1, all valid, every document starting at 0.
+        """
+        B, _, _, kend = by_dist.shape
+        w = _ChunkWeights(layout, q0, kend - q0, kend, self.sink_tokens, self.cs_horizon, False, by_dist.device)
+        if not (w.starts_zero and w.clean):
+            raise ValueError("add_causal_sums takes chunks of whole, unpadded documents only")
+        pairs = self._causal_pairs(B, q0, kend, by_dist.device, by_dist.dtype)
+        self._commit(layer, by_dist, pairs, sink_sum, w, kend, False)
+
+    def _causal_pairs(self, batch: int, q0: int, kend: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """(B, 1, 1, kend) visible non-sink pairs of a plain causal chunk by column t ↔ d = kend − 1 − t."""
+        d = torch.arange(kend, device=device)
+        lo = torch.clamp(d + self.sink_tokens, min=q0)
+        pairs = (kend - lo).clamp(min=0).to(dtype).flip(-1)
+        return pairs.expand(batch, 1, 1, kend)
 
     def add_distance_sums(self, layer: int, mass: torch.Tensor, mass_cs: torch.Tensor, sink_sum: torch.Tensor,
                           doc_index: torch.Tensor, pairs: torch.Tensor, queries_cs: torch.Tensor,

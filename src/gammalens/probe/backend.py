@@ -28,7 +28,7 @@ import torch
 
 from gammalens.errors import GammalensError, ModelError
 from gammalens.model.load import execution_device
-from gammalens.probe import fused  # module attribute calls: tests replace the kernel to test the fallback
+from gammalens.probe import fused, native  # module attribute calls: tests replace the kernels (fallback tests)
 from gammalens.probe.accumulate import BatchLayout, ProfileAccumulator
 
 _PROBE_IDS = itertools.count()
@@ -72,6 +72,8 @@ class DistanceProbe:
         self.note_: str | None = None  # why it differs from the request, if it does
         self.observers = list(observers)
         self.chunk_: int | None = None  # the chunk size used by the last call
+        self.kernel_: str | None = None  # the chunked path's softmax in the last call: native kernel or torch
+        self.layer_kernels: dict[int, str] = {}  # layer → the softmax its last call ran (chunked path only)
         self._buffers: dict[str, torch.Tensor] = {}
         self._masks: dict[tuple, torch.Tensor] = {}
         self.chunk_size = chunk_size
@@ -153,6 +155,12 @@ class DistanceProbe:
         v = value.float()  # (B, Hkv, n, dv)
         out = query.new_empty(B, n, H, dv)
         plain_causal = causal and mask is None and window is None  # whole documents: closed-form pair counts
+        # the C kernel takes plain causal chunks of whole unpadded documents (the measuring job's windows)
+        fast = (plain_causal and dev.type == "cpu" and bool((layout.starts == 0).all())
+                and bool((layout.lengths >= n).all()) and native.kernel() is not None)
+        self.kernel_ = self.layer_kernels[layer] = native.status() if fast else "torch"
+        acc = self.accumulator
+        sums = native.CausalSums(B, H, n, acc.sink_tokens, acc.sink_tokens + acc.cs_horizon) if fast else None
         for q0 in range(0, n, c):
             q1 = min(n, q0 + c)
             cc, kend = q1 - q0, (q1 if causal else n)
@@ -162,16 +170,20 @@ class DistanceProbe:
             if softcap is not None:
                 scores.div_(softcap).tanh_().mul_(softcap)
             visible = None
-            if plain_causal:
-                scores[..., q0:q1].masked_fill_(self._future(cc, dev), float("-inf"))
+            if fast:  # softmax in place, the distance and sink sums taken in the same sweep over each row
+                sums.add(scores, q0)
+                probs = scores
             else:
-                visible = visible_keys(mask, q0, q1, kend, causal, window, dev).expand(B, 1, cc, kend)
-                scores.masked_fill_(~visible, float("-inf"))
-            if causal:  # one batched softmax into a reused contiguous workspace: no allocation per chunk
-                probs = self._buffer("probs", B * H * cc * kend, dev).view(B, H, cc, kend)
-                torch.ops.aten._softmax.out(scores, -1, False, out=probs)
-            else:
-                probs = torch.softmax(scores, dim=-1)
+                if plain_causal:
+                    scores[..., q0:q1].masked_fill_(self._future(cc, dev), float("-inf"))
+                else:
+                    visible = visible_keys(mask, q0, q1, kend, causal, window, dev).expand(B, 1, cc, kend)
+                    scores.masked_fill_(~visible, float("-inf"))
+                if causal:  # one batched softmax into a reused contiguous workspace: no allocation per chunk
+                    probs = self._buffer("probs", B * H * cc * kend, dev).view(B, H, cc, kend)
+                    torch.ops.aten._softmax.out(scores, -1, False, out=probs)
+                else:
+                    probs = torch.softmax(scores, dim=-1)
             rows = torch.arange(q0, q1, device=dev)[None, :] - layout.starts[:, None]  # (B, c)
             padding = (rows < 0) | (rows >= layout.lengths[:, None])
             if bool(padding.any()):  # padding queries may see no key at all (NaN rows): they output zeros
@@ -184,11 +196,24 @@ class DistanceProbe:
                     B, 1, cc, kend)
                 for observe in self.observers:
                     observe(layer, probs, seen, q0, layout)
+            if sums is not None:  # the kernel keeps the layer's sums: they are added once, below
+                continue
             if causal:
-                self.accumulator.add_causal_block(layer, probs, q0, layout, visible)
+                acc.add_causal_block(layer, probs, q0, layout, visible)
             else:
-                self.accumulator.add(layer, probs, visible, q0, layout, bidirectional=True)
+                acc.add(layer, probs, visible, q0, layout, bidirectional=True)
+        if sums is not None:
+            acc.add_causal_sums(layer, *sums.result(), 0, layout)
         return out
+
+    def kernel_summary(self) -> str | None:
+        """Which softmax the chunked path ran, over all layers (None: no chunked layer ran, e.g. triton)."""
+        kinds = sorted(set(self.layer_kernels.values()))
+        if len(kinds) <= 1:
+            return kinds[0] if kinds else None
+        fast = sum(k != "torch" for k in self.layer_kernels.values())
+        native_kind = next(k for k in kinds if k != "torch")
+        return f"{native_kind} on {fast} of {len(self.layer_kernels)} layers, torch on the others (windows, masks)"
 
     def chunk_for(self, batch: int, heads: int, n: int, device: torch.device | str = "cpu") -> int:
         """Queries per chunk: ``chunk_size``, else as many as keep one chunk's fp32 scores within the budget,

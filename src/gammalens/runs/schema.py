@@ -170,6 +170,7 @@ MANIFEST_FIELDS: dict[str, Field] = {
     "probe": Field("object", null=True),
     "probe.backend": Field("str", null=True),
     "probe.note": Field("str", null=True),
+    "probe.kernel": Field("str", null=True),
     "result": Field("object", null=True),  # the model row of fits.csv
     "result.gamma": Field("float", null=True),
     "result.gamma_ci_low": Field("float", null=True),
