@@ -169,3 +169,21 @@ def test_kernel_summary_names_what_each_layer_ran(arch: str, want: str) -> None:
     """Sliding-window layers keep the torch path; a hybrid model (Gemma-3: window, then global) says so."""
     _, probe, _ = _measure(build_tiny(arch), 24, 8)
     assert want in probe.kernel_summary()
+
+
+def test_chunks_dealt_to_threads_equal_one_thread() -> None:
+    """With 3 intra-op threads the layer's chunks run on 3 workers (each its own sums); with 1, in order on one.
+    Same sums to fp64 rounding of the added partial sums, same outputs, and the thread setting is restored."""
+    model = build_tiny("qwen2")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _, out_one = _measure(model, 67, 8)
+        torch.set_num_threads(3)
+        many, _, out_many = _measure(model, 67, 8)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    for name in ("mass", "doc_mass_cs", "doc_sink_sum"):
+        np.testing.assert_allclose(getattr(many, name).numpy(), getattr(one, name).numpy(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out_many, out_one, atol=1e-6, rtol=1e-6)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -160,7 +161,9 @@ class DistanceProbe:
                 and bool((layout.lengths >= n).all()) and native.kernel() is not None)
         self.kernel_ = self.layer_kernels[layer] = native.status() if fast else "torch"
         acc = self.accumulator
-        sums = native.CausalSums(B, H, n, acc.sink_tokens, acc.sink_tokens + acc.cs_horizon) if fast else None
+        if fast:
+            self._native_layer(layer, q, kt, v, out, layout, c, softcap)
+            return out
         for q0 in range(0, n, c):
             q1 = min(n, q0 + c)
             cc, kend = q1 - q0, (q1 if causal else n)
@@ -170,20 +173,16 @@ class DistanceProbe:
             if softcap is not None:
                 scores.div_(softcap).tanh_().mul_(softcap)
             visible = None
-            if fast:  # softmax in place, the distance and sink sums taken in the same sweep over each row
-                sums.add(scores, q0)
-                probs = scores
+            if plain_causal:
+                scores[..., q0:q1].masked_fill_(self._future(cc, dev), float("-inf"))
             else:
-                if plain_causal:
-                    scores[..., q0:q1].masked_fill_(self._future(cc, dev), float("-inf"))
-                else:
-                    visible = visible_keys(mask, q0, q1, kend, causal, window, dev).expand(B, 1, cc, kend)
-                    scores.masked_fill_(~visible, float("-inf"))
-                if causal:  # one batched softmax into a reused contiguous workspace: no allocation per chunk
-                    probs = self._buffer("probs", B * H * cc * kend, dev).view(B, H, cc, kend)
-                    torch.ops.aten._softmax.out(scores, -1, False, out=probs)
-                else:
-                    probs = torch.softmax(scores, dim=-1)
+                visible = visible_keys(mask, q0, q1, kend, causal, window, dev).expand(B, 1, cc, kend)
+                scores.masked_fill_(~visible, float("-inf"))
+            if causal:  # one batched softmax into a reused contiguous workspace: no allocation per chunk
+                probs = self._buffer("probs", B * H * cc * kend, dev).view(B, H, cc, kend)
+                torch.ops.aten._softmax.out(scores, -1, False, out=probs)
+            else:
+                probs = torch.softmax(scores, dim=-1)
             rows = torch.arange(q0, q1, device=dev)[None, :] - layout.starts[:, None]  # (B, c)
             padding = (rows < 0) | (rows >= layout.lengths[:, None])
             if bool(padding.any()):  # padding queries may see no key at all (NaN rows): they output zeros
@@ -196,15 +195,73 @@ class DistanceProbe:
                     B, 1, cc, kend)
                 for observe in self.observers:
                     observe(layer, probs, seen, q0, layout)
-            if sums is not None:  # the kernel keeps the layer's sums: they are added once, below
-                continue
             if causal:
                 acc.add_causal_block(layer, probs, q0, layout, visible)
             else:
                 acc.add(layer, probs, visible, q0, layout, bidirectional=True)
-        if sums is not None:
-            acc.add_causal_sums(layer, *sums.result(), 0, layout)
         return out
+
+    def _native_layer(self, layer: int, q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                      layout: BatchLayout, c: int, softcap: float | None) -> None:
+        """A plain causal layer of whole documents on the CPU: QKᵀ, the C kernel's softmax and sums, P·V, per chunk.
+
+        ``q`` (B, Hkv, g, n, dh) scaled fp32, ``kt`` (B, Hkv, dh, n), ``v`` (B, Hkv, n, dv); writes ``out``
+        (B, n, H, dv). With T > 1 intra-op threads and no observer, the chunks are dealt to T threads that each
+        run the whole chunk (GEMM, kernel, GEMM) single-threaded, longest chunks first: a chunk's scores stay in
+        its core's caches from QKᵀ to P·V, where T-thread GEMMs over one chunk would stream them through memory
+        (``docs/benchmarks.md``). Each thread keeps its own sums; the layer adds them once.
+        """
+        B, Hkv, g, n, dh = q.shape
+        H, dv, dev, acc = Hkv * g, v.shape[-1], q.device, self.accumulator
+        threads = torch.get_num_threads()
+        starts = list(range(0, n, c))
+        workers = 1 if self.observers else max(1, min(threads, len(starts)))  # observers take chunks in order
+        sums = [native.CausalSums(B, H, n, acc.sink_tokens, acc.sink_tokens + acc.cs_horizon,
+                                  threads=None if workers == 1 else 1) for _ in range(workers)]
+
+        def chunk(w: int, q0: int) -> None:
+            q1 = min(n, q0 + c)
+            cc = q1 - q0
+            scores = self._buffer(f"scores{w}", B * H * cc * q1, dev).view(B, Hkv, g * cc, q1)
+            torch.matmul(q[:, :, :, q0:q1].reshape(B, Hkv, g * cc, dh), kt[..., :q1], out=scores)
+            probs = scores.view(B, H, cc, q1)
+            if softcap is not None:
+                probs.div_(softcap).tanh_().mul_(softcap)
+            sums[w].add(probs, q0)  # softmax in place, the distance and sink sums in the same sweep over each row
+            o = torch.matmul(scores, v[:, :, :q1])  # (B, Hkv, g·c, dv)
+            out[:, q0:q1] = o.view(B, H, cc, dv).transpose(1, 2).to(out.dtype)
+            if self.observers:
+                seen = visible_keys(None, q0, q1, q1, True, None, dev).expand(B, 1, cc, q1)
+                for observe in self.observers:
+                    observe(layer, probs, seen, q0, layout)
+
+        if workers == 1:
+            for q0 in starts:
+                chunk(0, q0)
+        else:
+            queue, lock = iter(starts[::-1]), threading.Lock()
+            modes = torch.is_inference_mode_enabled(), torch.is_grad_enabled()  # thread-local: carried over
+
+            def work(w: int) -> None:
+                with torch.inference_mode(modes[0]), torch.set_grad_enabled(modes[1]):
+                    while True:
+                        with lock:
+                            q0 = next(queue, None)
+                        if q0 is None:
+                            return
+                        chunk(w, q0)
+
+            torch.set_num_threads(1)  # each worker runs its chunks' GEMMs on its own core
+            try:
+                list(native.pool(workers).map(work, range(workers)))
+            finally:
+                torch.set_num_threads(threads)
+        parts = [s.result() for s in sums]
+        by_dist, sink = parts[0]
+        for more, more_sink in parts[1:]:
+            by_dist += more
+            sink += more_sink
+        acc.add_causal_sums(layer, by_dist, sink, 0, layout)
 
     def kernel_summary(self) -> str | None:
         """Which softmax the chunked path ran, over all layers (None: no chunked layer ran, e.g. triton)."""

@@ -121,7 +121,8 @@ def kernel() -> ctypes.CDLL | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
+def pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads (kept for reuse; its threads block, they do not spin)."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gammalens-native")
 
 
@@ -178,7 +179,7 @@ class CausalSums:
                                                    self.sinks, self.cs_from, self._acc[w].data_ptr(), width,
                                                    self._sink[w].data_ptr())
 
-        codes = [span(0)] if workers == 1 else list(_pool(workers).map(span, range(workers)))
+        codes = [span(0)] if workers == 1 else list(pool(workers).map(span, range(workers)))
         if any(codes):
             raise ValueError("the native kernel refused its arguments")
 
