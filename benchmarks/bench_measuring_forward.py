@@ -18,7 +18,8 @@ fp32), interleaved, after one warm-up each:
                  process (before/after ratios from one run).
 
 The table gives the median seconds, the ratios to sdpa, and the peak RSS growth of one forward of each (VmHWM
-reset with /proc/self/clear_refs, as in ``bench_probe.py``; ``--no-memory`` skips it). Each finished row is
+reset with /proc/self/clear_refs, the heap trimmed and large allocations sent to mmap, as in ``bench_probe.py``;
+``--no-memory`` skips it, ``--memory-variants`` limits it, ``--memory-only`` skips the timings). Each finished row is
 appended to ``--csv`` at once, so a long run that is stopped keeps its rows. Contexts at or above
 ``--single-above`` run once without warm-up (a 16384-token forward of Qwen2.5-Coder-0.5B takes minutes here).
 
@@ -166,34 +167,39 @@ def bench_model(name: str, args: argparse.Namespace, writer: csv.DictWriter | No
         repeats = 1 if single else args.repeats
         times: dict[str, list[float]] = {v: [] for v in variants}
         chunks: dict[str, int | None] = {}
-        if not single:
-            for v in variants:
-                forward(model, ids, v, args.backend, args.limit_chunk)
-        for r in range(repeats):
+        measured = [u for u in variants if not args.memory_variants or u in args.memory_variants]
+        if not single or args.memory_only:
+            for v in (measured if args.memory_only else variants):
+                chunks[v] = forward(model, ids, v, args.backend, args.limit_chunk)
+        for r in range(0 if args.memory_only else repeats):
             for v in (variants if r % 2 == 0 else variants[::-1]):
                 t0 = time.perf_counter()
                 chunks[v] = forward(model, ids, v, args.backend, args.limit_chunk)
                 times[v].append(time.perf_counter() - t0)
         peak = {v: float("nan") for v in variants}
         if not args.no_memory:
-            for v in variants:
+            for v in measured:
                 peak[v] = _peak_rss_growth(lambda v=v, ids=ids: forward(model, ids, v, args.backend, args.limit_chunk))[0]
-        med = {v: statistics.median(times[v]) for v in variants}
+        med = {v: statistics.median(times[v]) if times[v] else float("nan") for v in variants}
         print(f"{n:>8} " + " ".join(f"{med[v]:>11.2f}" for v in variants) + " "
               + " ".join(f"{med[v] / med['sdpa']:>13.2f}×" for v in variants[1:])
               + f" {med['measuring'] / med['limit']:>11.2f}×  " + "/".join(f"{peak[v]:.0f}" for v in variants), flush=True)
         if writer is not None:
-            for v in variants:
+            for v in (u for u in variants if times[u] or peak[u] == peak[u]):  # skip rows with nothing measured
                 writer.writerow({
                     "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
                     "threads": args.threads, "load1": round(os.getloadavg()[0], 2), "torch": torch.__version__,
                     "transformers": transformers.__version__, "model": name, "context": n,
-                    "variant": f"baseline@{args.baseline_rev}" if v == "baseline" else v, "repeats": repeats,
-                    "median_s": round(med[v], 4), "ratio_to_sdpa": round(med[v] / med["sdpa"], 4),
-                    "peak_mib": round(peak[v], 1), "backend": args.backend if v == "measuring" else "",
-                    "chunk": chunks[v] or "",
+                    "variant": f"baseline@{args.baseline_rev}" if v == "baseline" else v,
+                    "repeats": len(times[v]), "median_s": _cell(med[v]), "ratio_to_sdpa": _cell(med[v] / med["sdpa"]),
+                    "peak_mib": _cell(peak[v], 1), "backend": args.backend if v == "measuring" else "",
+                    "chunk": chunks.get(v) or "",
                 })
             args.csv_file.flush()
+
+
+def _cell(x: float, digits: int = 4) -> float | str:
+    return "" if x != x else round(x, digits)  # NaN (not measured) → empty cell
 
 
 def main() -> None:
@@ -206,6 +212,8 @@ def main() -> None:
     p.add_argument("--backend", default="chunked", choices=["chunked", "auto", "triton"])
     p.add_argument("--limit-chunk", type=int, default=256, help="query chunk of the limit variant")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--memory-variants", nargs="+", default=None, help="measure peak RSS of these variants only")
+    p.add_argument("--memory-only", action="store_true", help="one warm-up and the memory pass, no timings")
     p.add_argument("--reuse", action="store_true", help="also time the floor of the probe's own design")
     p.add_argument("--sinks", action="store_true", help="also time the measuring forward with the sink observer")
     p.add_argument("--baseline-rev", default=None, help="also time the probe as it was at this git revision")

@@ -26,6 +26,7 @@ others: before/after ratios from one run.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -149,25 +150,51 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 — both must exist (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
 def _peak_rss_growth(fn) -> tuple[float, str]:
     """MiB of peak RSS during ``fn()`` above the RSS just before it, and the method used.
 
     On Linux, writing 5 to /proc/self/clear_refs resets the kernel's peak-RSS mark (VmHWM) to the
     current RSS, so the peak belongs to ``fn`` alone. Elsewhere ``ru_maxrss`` is the process-lifetime
     peak, so import and model-building peaks can hide part of a small forward's growth.
+
+    With glibc the heap is first trimmed and every allocation above 128 KiB is sent to its own mmap
+    for the duration of ``fn``: freed heap pages that are still resident (a model conversion leaves
+    gigabytes of them, and glibc's dynamic mmap threshold rises to 32 MiB after large frees) would
+    otherwise absorb ``fn``'s tensors without raising RSS, and the growth would read too low (it read
+    0 MiB for every variant after a GGUF conversion). The threshold is set back to 32 MiB afterwards.
     """
+    libc = _glibc()
     try:
+        if libc is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+            libc.malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")
         before = _status_kib("VmRSS")
         if _status_kib("VmHWM") > before + 1024:
             raise OSError("peak mark was not reset")
         fn()
-        return (_status_kib("VmHWM") - before) / 1024, "VmHWM after clear_refs=5"
+        method = "VmHWM after clear_refs=5" + (", malloc_trim + mmap threshold 128 KiB" if libc else "")
+        return (_status_kib("VmHWM") - before) / 1024, method
     except OSError:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         fn()
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return (after - before) / 1024, "ru_maxrss delta"  # KiB on Linux
+    finally:
+        if libc is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
 
 
 def memory_worker(args: argparse.Namespace) -> None:
