@@ -6,6 +6,8 @@
 - :mod:`~gammalens.kv.cache`     a ``transformers`` Cache that holds only sink + last-W tokens per KV head
 - :mod:`~gammalens.kv.selected`  a Cache that holds, per KV head, a chosen subset of the prefill (e.g. the plan's
   budget filled with the best-scored keys) and a window of the later tokens
+- :mod:`~gammalens.kv.score`     a content score per prefill key (ExpectedAttention's formula, no kvpress) and
+  ``selected_prefill``: a prefill that keeps each head's budget of best-scored keys in a SelectedCache
 - :mod:`~gammalens.kv.attention` the attention function that reads either cache (installed by a context manager)
 - :mod:`~gammalens.kv.press`     ``GammaWindowPress`` for NVIDIA kvpress (optional extra ``gammalens[kvpress]``)
 
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GammaWindowCache", "GammaWindowPress", "SelectedCache"]
+__all__ = ["GammaWindowCache", "GammaWindowPress", "SelectedCache", "selected_prefill"]
 
 KVPRESS_HINT = "GammaWindowPress needs kvpress, an optional extra: pip install 'gammalens[kvpress]'"
 
 
 def __getattr__(name: str) -> Any:
-    """``GammaWindowCache``, ``SelectedCache`` and ``GammaWindowPress`` on first use: ``import gammalens.kv`` stays light."""
+    """``GammaWindowCache``, ``SelectedCache``, ``selected_prefill`` and ``GammaWindowPress`` on first use: ``import gammalens.kv`` stays light."""
     if name == "GammaWindowCache":
         from gammalens.kv.cache import GammaWindowCache
 
@@ -31,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from gammalens.kv.selected import SelectedCache
 
         return SelectedCache
+    if name == "selected_prefill":
+        from gammalens.kv.score import selected_prefill
+
+        return selected_prefill
     if name == "GammaWindowPress":
         import importlib.util
 
