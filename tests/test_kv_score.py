@@ -19,13 +19,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 np = pytest.importorskip("numpy")
 
-from gammalens.kv.attention import gamma_window_attention  # noqa: E402
 from gammalens.kv.cache import cache_kwargs  # noqa: E402
 from gammalens.kv.score import expected_attention_score, selected_prefill  # noqa: E402
 from gammalens.kv.selected import select_keep  # noqa: E402
 from gammalens.kv.tails import KVError  # noqa: E402
-from tests.test_kv_cache import make_model, registered_attention  # noqa: E402
-from tests.test_kv_selected import eager_selected_attention  # noqa: E402
+from tests.test_kv_cache import make_model  # noqa: E402
+from tests.test_kv_selected import assert_decodes_as_eager  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -131,14 +130,7 @@ def test_the_selected_prefill_keeps_the_best_scored_keys_and_decodes_as_the_eage
                                       future=32, sinks=4)
         keep.append(select_keep(sc, np.minimum(plan.tokens[li], n).tolist(), sinks=sinks))
         assert cache.layers[li].kept.tolist() == np.minimum(plan.tokens[li], n).tolist()
-    outs = []
-    with torch.no_grad(), gamma_window_attention(model, cache):
-        for t in range(n, m):
-            outs.append(model(ids[:, t:t + 1], **cache_kwargs(model, cache), use_cache=True).logits)
-    with torch.no_grad(), registered_attention(model, eager_selected_attention(n, keep, plan.window.tolist())):
-        ref = model(ids).logits[:, n:]
-    got = torch.cat(outs, 1)
-    assert torch.allclose(got, ref, atol=1e-5, rtol=0), float((got - ref).abs().max())
+    assert_decodes_as_eager(model, cache, ids, n, keep, plan.window.tolist())
 
 
 def test_bad_input(model):

@@ -65,6 +65,18 @@ def prefill_then_decode(model, ids, n, keep, windows, chunk=1):
     return torch.cat(outs, 1), cache
 
 
+def assert_decodes_as_eager(model, cache, ids, n, keep, windows):
+    """ids[:, n:] decoded one token at a time through ``cache`` equals the eager masking reference (1e-5)."""
+    outs = []
+    with torch.no_grad(), gamma_window_attention(model, cache):
+        for t in range(n, ids.shape[1]):
+            outs.append(model(ids[:, t:t + 1], **cache_kwargs(model, cache), use_cache=True).logits)
+    with torch.no_grad(), registered_attention(model, eager_selected_attention(n, keep, windows)):
+        ref = model(ids).logits[:, n:]
+    got = torch.cat(outs, 1)
+    assert torch.allclose(got, ref, atol=1e-5, rtol=0), float((got - ref).abs().max())
+
+
 @pytest.mark.parametrize("chunk", [1, 5])
 def test_the_selected_cache_is_the_eager_masking_reference(model, chunk):
     b, n, m = 2, 24, 36
@@ -156,11 +168,4 @@ def test_from_plan_fills_each_heads_budget_and_retrieval_heads_keep_everything(m
             assert keep[li][h][0, :sinks].tolist() == list(range(sinks))
             if plan.retrieval[li, h]:
                 assert keep[li][h].tolist() == [list(range(n))]
-    outs = []
-    with torch.no_grad(), gamma_window_attention(model, cache):
-        for t in range(n, m):
-            outs.append(model(ids[:, t:t + 1], **cache_kwargs(model, cache), use_cache=True).logits)
-    with torch.no_grad(), registered_attention(model, eager_selected_attention(n, keep, plan.window.tolist())):
-        ref = model(ids).logits[:, n:]
-    got = torch.cat(outs, 1)
-    assert torch.allclose(got, ref, atol=1e-5, rtol=0), float((got - ref).abs().max())
+    assert_decodes_as_eager(model, cache, ids, n, keep, plan.window.tolist())
